@@ -1,0 +1,35 @@
+# Two entry points a fresh machine needs: `make demo` and `make test`. Each builds .venv itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned resolve would pull several GB of CUDA wheels.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev,generative,serve,hpo]"
+	touch $(STAMP)
+
+.PHONY: install demo test test-all lint bench-banking77 bench-wnut17
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tuneforge train configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+bench-banking77: $(STAMP)
+	$(BIN)/python bench/banking77.py
+
+bench-wnut17: $(STAMP)
+	$(BIN)/python bench/wnut17.py
