@@ -1,0 +1,33 @@
+"""tuneforge: fine-tune, evaluate, version and serve models privately, on your own hardware."""
+
+from tuneforge._env import apply_privacy_defaults
+
+apply_privacy_defaults()
+
+from tuneforge.errors import ConfigError, DataError, TuneforgeError  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "TuneforgeError",
+    "__version__",
+    "load_config",
+    "load_run",
+    "predict",
+    "prepare_data",
+    "train",
+]
+
+
+def __getattr__(name: str):  # lazy: importing tuneforge must stay cheap (the CLI starts fast)
+    if name in {"train", "load_run", "predict", "prepare_data"}:
+        from tuneforge import api
+
+        return getattr(api, name)
+    if name == "load_config":
+        from tuneforge.config import load_config
+
+        return load_config
+    raise AttributeError(name)

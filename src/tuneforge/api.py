@@ -1,0 +1,213 @@
+"""The Python API: the product. The CLI, later the server and HPO, call these functions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config import RunConfig, dump_config, load_config, with_absolute_paths
+from tuneforge.errors import ConfigError, DataError, RunError
+from tuneforge.registry.files import read_json, write_json, write_jsonl, write_text
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    test_metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    comparison: list[dict[str, Any]]
+    train_info: dict[str, Any]
+    tracking: dict[str, Any] = field(default_factory=dict)
+
+
+def _console(console: Any) -> Any:
+    from rich.console import Console
+
+    return console or Console()
+
+
+def _resolve(config: RunConfig | str | Path, overrides: list[str] | None) -> RunConfig:
+    cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
+    return with_absolute_paths(cfg)
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return prefix.rstrip(".") if a != b else None
+
+
+def _setup(cfg: RunConfig, resume: bool) -> Path | None:
+    """Check the run folder (never overwrite work) and return the checkpoint to resume from."""
+    from tuneforge.training.checkpoint import latest_checkpoint
+
+    run_dir = cfg.run_dir
+    if not resume:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise RunError(f"run folder {run_dir} already exists",
+                           fix="add --resume to continue it, set another `name`, or delete the folder")
+        return None
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"nothing to resume in {run_dir} (no config.yaml)", fix="run without --resume")
+    if (run_dir / "metrics.json").is_file():
+        raise RunError(f"run {run_dir} already finished", fix="set another `name` to train again")
+    saved = with_absolute_paths(load_config(run_dir / "config.yaml"))
+    diff = _first_difference(saved.model_dump(mode="json"), cfg.model_dump(mode="json"))
+    if diff:
+        raise ConfigError("differs from the run being resumed", key=diff,
+                          fix=f"resume with the same config (saved in {run_dir / 'config.yaml'})")
+    return latest_checkpoint(run_dir / "checkpoints")
+
+
+def prepare_data(config: RunConfig | str | Path, overrides: list[str] | None = None) -> Any:
+    """Load, validate, clean and split the data of a config; returns PreparedData (with its report)."""
+    from tuneforge.data.prepare import prepare_data as _prepare
+    from tuneforge.models.loading import load_tokenizer, resolve_model_path
+    from tuneforge.tasks import TASKS
+
+    cfg = _resolve(config, overrides)
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model.trust_remote_code)
+    return _prepare(cfg, TASKS.get(cfg.task.name)(cfg.task), tokenizer)
+
+
+def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: list[str] | None = None,
+          console: Any = None, quiet: bool = False) -> RunResult:
+    """Prepare data, fine-tune, evaluate against base-model baselines, and record everything in the run folder."""
+    import torch
+    from transformers import set_seed
+
+    from tuneforge.data.prepare import prepare_data as _prepare
+    from tuneforge.data.report import render_report
+    from tuneforge.evaluation.plots import learning_curve_png
+    from tuneforge.evaluation.report import comparison_rows, print_comparison, write_report
+    from tuneforge.methods import METHODS, count_parameters
+    from tuneforge.models.loading import load_tokenizer, resolve_model_path
+    from tuneforge.registry.artifacts import save_model
+    from tuneforge.registry.environment import environment
+    from tuneforge.registry.model_card import model_card
+    from tuneforge.tasks import TASKS
+    from tuneforge.training.trainer import build_trainer
+
+    cfg = _resolve(config, overrides)
+    con = _console(console)
+    resume_from = _setup(cfg, resume)
+    run_dir = cfg.run_dir
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    set_seed(cfg.training.seed)
+
+    model_path = resolve_model_path(cfg.model)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    task = TASKS.get(cfg.task.name)(cfg.task)
+    method = METHODS.get(cfg.method.name)(cfg.method)
+    data = _prepare(cfg, task, tokenizer)
+    if resume and (run_dir / "data" / "report.json").is_file():
+        saved = read_json(run_dir / "data" / "report.json")["fingerprints"]
+        if saved != data.report["fingerprints"]:
+            raise DataError("the data changed since this run started (fingerprints differ)",
+                            file=str(cfg.data.train), fix="restore the original data, or start a new run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", dump_config(cfg))
+    write_json(run_dir / "data" / "report.json", data.report)
+    for name, rows in data.splits.items():
+        write_jsonl(run_dir / "data" / f"{name}.jsonl", rows)
+    if not quiet:
+        render_report(data.report, con)
+
+    labels = data.labels
+    model = task.build_model(model_path, labels, pad_token_id=tokenizer.pad_token_id,
+                             trust_remote_code=cfg.model.trust_remote_code)
+    device = "cuda" if torch.cuda.is_available() and cfg.training.device in ("auto", "cuda") else "cpu"
+    write_json(run_dir / "environment.json", environment(device))
+    head = task.head_info(model)
+    model = method.apply(model, head)
+    trainable, total = count_parameters(model)
+    con.print(f"method [bold]{method.name}[/bold]: {trainable:,} trainable of {total:,} parameters "
+              f"({100 * trainable / total:.2f}%)")
+    max_len = cfg.data.max_length
+    train_ds = task.encode(data.splits["train"], tokenizer, labels, max_len)
+    val_ds = task.encode(data.splits["validation"], tokenizer, labels, max_len)
+    metric = cfg.training.early_stopping.metric
+    metric = task.primary_metric if metric == "auto" else metric
+    weights = task.loss_weights(data.splits["train"], labels) if cfg.training.class_weights else None
+    trainer, overfit = build_trainer(cfg, model, tokenizer, train_ds, val_ds, task.collator(tokenizer),
+                                     task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
+                                     weights)
+    write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.perf_counter() - start
+    model = trainer.model
+    history = [dict(h) for h in trainer.state.log_history]
+    save_model(run_dir / "model", task, method, model, tokenizer, labels, model_path, max_len)
+
+    eval_bs = cfg.training.eval_batch_size
+    test = task.evaluate(model, tokenizer, data.splits["test"], labels, max_len, eval_bs)
+    base = task.baselines(model_path, tokenizer, data.splits, labels, max_len, cfg.evaluation.baselines)
+    secondary = "accuracy" if "accuracy" in test.metrics else next(k for k in test.metrics if k != metric)
+    primary = task.primary_metric
+    rows = comparison_rows(method.name, test, base, primary, secondary)
+    print_comparison(rows, primary, secondary, con)
+
+    plots_dir = run_dir / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    plots = [learning_curve_png(history, metric, plots_dir / "learning_curve.png"),
+             *task.plots(test, labels, plots_dir)]
+    train_info = {"train_seconds": round(train_seconds, 2), "steps": trainer.state.global_step,
+                  "epochs": trainer.state.epoch, "best_step": trainer.state.best_global_step,
+                  "best_metric": trainer.state.best_metric, "trainable_params": trainable, "total_params": total,
+                  "overfitting": overfit.events, "resumed_from": str(resume_from) if resume_from else None,
+                  "stopped_early": bool(trainer.state.global_step < trainer.state.max_steps)}
+    write_json(run_dir / "history.json", history)
+    write_report(run_dir / "report.md", cfg, rows, primary, secondary, test, train_info, data.report, plots)
+    write_text(run_dir / "README.md", model_card(cfg, test.metrics, rows, data.report, trainable, total))
+    metrics = {"test": test.metrics, "per_class": test.per_class, "baselines": {k: v.metrics for k, v in base.items()},
+               "comparison": rows, "train": train_info, "primary_metric": primary}
+    write_json(run_dir / "metrics.json", metrics)
+    tracking: dict[str, Any] = {}
+    if cfg.tracking.mlflow:
+        from tuneforge.registry.tracking import log_run
+
+        tracking = log_run(cfg, run_dir, test.metrics, metrics["baselines"], history)
+    write_json(run_dir / "run.json", {"status": "finished", "finished": time.time(), "tracking": tracking})
+    con.print(f"report: {run_dir / 'report.md'}")
+    return RunResult(run_dir, test.metrics, metrics["baselines"], rows, train_info, tracking)
+
+
+@dataclass
+class Run:
+    """A finished run read back from its folder (never from a live trainer)."""
+
+    path: Path
+    config: RunConfig
+    metrics: dict[str, Any]
+    _loaded: Any = None
+
+    def model(self, device: str = "cpu") -> Any:
+        from tuneforge.registry.artifacts import load_model
+
+        if self._loaded is None:
+            self._loaded = load_model(self.path / "model", device)
+        return self._loaded
+
+    def predict(self, texts: list[Any], batch_size: int = 64) -> list[dict[str, Any]]:
+        return self.model().predict(texts, batch_size)
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise RunError(f"{path} is not a run folder (no config.yaml)", fix="see `tuneforge runs list`")
+    if not (path / "metrics.json").is_file():
+        raise RunError(f"run {path} has not finished", fix=f"resume it: tuneforge train {path}/config.yaml --resume")
+    return Run(path, load_config(path / "config.yaml"), read_json(path / "metrics.json"))
+
+
+def predict(run: str | Path | Run, texts: list[Any]) -> list[dict[str, Any]]:
+    return (run if isinstance(run, Run) else load_run(run)).predict(texts)

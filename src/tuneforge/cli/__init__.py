@@ -1,0 +1,1 @@
+"""The `tuneforge` command: a thin shell over tuneforge.api."""

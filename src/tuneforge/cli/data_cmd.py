@@ -1,0 +1,79 @@
+"""`tuneforge data`: inspect a file, or prepare (validate, clean, split, report) a config's data."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Inspect and prepare data.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def inspect(file: Annotated[str, typer.Argument(help="Data file or datasets folder.")],
+            fmt: Annotated[str, typer.Option("--format", help="auto | jsonl | csv | tsv | parquet | conll")] =
+            "auto",
+            task: Annotated[str, typer.Option("--task", help="Validate as this task.")] = "classification",
+            text: Annotated[str, typer.Option("--text-column")] = "text",
+            label: Annotated[str, typer.Option("--label-column")] = "label",
+            rows: Annotated[int, typer.Option("--rows", help="Example rows to show.")] = 5) -> None:
+    """Show a file's format, columns, example rows, and validate it as a task (errors name file:line)."""
+    from tuneforge.config import ColumnsConfig
+    from tuneforge.data.sources import detect_format, read_records
+    from tuneforge.errors import DataError
+    from tuneforge.tasks import TASKS, RecordError
+
+    task_obj = TASKS.get(task)(TASKS.get(task).Params(name=task))
+    columns = ColumnsConfig(text=text, label=label)
+    detected = detect_format(file, fmt, task)
+    seen: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    samples = []
+    count = 0
+    for raw, src, line in read_records(file, fmt, task):
+        count += 1
+        seen.update(raw.keys())
+        try:
+            example = task_obj.parse(raw, columns, None)
+        except RecordError as err:
+            raise DataError(str(err), file=src, line=line, fix=err.fix) from None
+        labels.update(task_obj.labels_of(example))
+        if len(samples) < rows:
+            samples.append(example)
+    if count == 0:
+        raise DataError("no records found", file=file, fix="the file is empty")
+    console.print(f"[bold]{file}[/bold]: format {detected}, {count} records, columns: {', '.join(seen)}")
+    table = Table(show_header=True)
+    for col in samples[0]:
+        table.add_column(col, overflow="fold")
+    for ex in samples:
+        table.add_row(*[str(v)[:120] for v in ex.values()])
+    console.print(table)
+    console.print(f"{len(labels)} labels: " + ", ".join(f"{k}={v}" for k, v in labels.most_common(20)))
+    console.print("[green]all records valid[/green]")
+
+
+@app.command()
+def prepare(config: Path,
+            overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a key.")] = None,
+            skip_invalid: Annotated[bool, typer.Option("--skip-invalid")] = False,
+            out: Annotated[Path | None, typer.Option("--out", help="Write report.json and splits here.")] = None
+            ) -> None:
+    """Validate, clean and split a config's data and print the data report."""
+    from tuneforge.api import prepare_data
+    from tuneforge.data.report import render_report
+    from tuneforge.registry.files import write_json, write_jsonl
+
+    sets = list(overrides or []) + (["data.skip_invalid=true"] if skip_invalid else [])
+    data = prepare_data(config, sets)
+    render_report(data.report, console)
+    if out is not None:
+        write_json(out / "report.json", data.report)
+        for name, rows in data.splits.items():
+            write_jsonl(out / f"{name}.jsonl", rows)
+        console.print(f"wrote {out}/report.json and the splits")

@@ -1,0 +1,231 @@
+"""Run configuration: one YAML file per run, validated once by pydantic into a frozen `RunConfig`.
+
+Unknown keys are rejected with the nearest valid key suggested (see `config_errors.py`). Method and task sections are
+discriminated unions built from the registered plug-ins, so a new method file adds its own config fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuneforge.errors import ConfigError
+from tuneforge.methods import METHODS
+from tuneforge.tasks import TASKS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    path: str = Field("default", description="Local model folder, a hub id, or 'default' (bundled all-MiniLM-L6-v2).")
+    revision: str | None = Field(None, description="Hub revision (only with allow_hub).")
+    allow_hub: bool = Field(False, description="Allow downloading from the Hugging Face hub. Off: nothing leaves.")
+    trust_remote_code: bool = False
+
+
+class ColumnsConfig(Strict):
+    text: str = "text"
+    text_pair: str | None = None
+    label: str = "label"
+    tokens: str = "tokens"
+    tags: str = "tags"
+
+
+class CleanConfig(Strict):
+    normalize_unicode: bool = Field(True, description="Unicode NFC normalisation.")
+    normalize_whitespace: bool = Field(True, description="Collapse runs of whitespace, strip ends.")
+    dedupe: Literal["none", "exact", "normalized"] = Field(
+        "normalized", description="'exact' drops identical examples; 'normalized' also case/punctuation variants.")
+    drop_conflicts: bool = Field(True, description="Drop texts that appear with different labels.")
+    min_tokens: int = Field(1, ge=0, description="Drop examples with fewer tokens.")
+    max_tokens: int | None = Field(None, ge=1, description="Drop examples with more tokens (None: keep, truncate).")
+    redact_pii: bool = Field(False, description="Replace e-mails, phone numbers, IBANs and card numbers.")
+    remove_leakage: bool = Field(True, description="Drop training examples whose text also occurs in val/test.")
+
+
+class SplitConfig(Strict):
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+    stratify: bool = True
+    seed: int | None = Field(None, description="Defaults to training.seed.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must add up to 1.0, got {total:g}")
+        return self
+
+
+class DataConfig(Strict):
+    train: str | list[str] = Field(..., description="Training file(s), a datasets folder, or a hub dataset name.")
+    validation: str | list[str] | None = Field(None, description="Own validation file(s); else split from train.")
+    test: str | list[str] | None = Field(None, description="Own test file(s); else split from train.")
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "hf_dir", "hub", "conll"] = "auto"
+    columns: ColumnsConfig = ColumnsConfig()
+    labels: list[str] | None = Field(None, description="The allowed labels; others are an error. None: inferred.")
+    max_length: int = Field(128, ge=8, le=32768, description="Tokens per example after truncation.")
+    clean: CleanConfig = CleanConfig()
+    split: SplitConfig = SplitConfig()
+    skip_invalid: bool = Field(False, description="Drop and count invalid records instead of stopping.")
+
+
+class EarlyStoppingConfig(Strict):
+    metric: str = Field("auto", description="Validation metric to watch ('auto': the task's primary metric).")
+    patience: int | None = Field(3, ge=1, description="Evaluations without improvement before stopping; null: off.")
+    min_delta: float = Field(0.0, ge=0)
+
+
+class OverfitConfig(Strict):
+    patience: int = Field(3, ge=2, description="Evaluations of rising val loss while train loss falls.")
+    stop: bool = Field(False, description="Stop training when overfitting is detected (else warn).")
+
+
+class TrainingConfig(Strict):
+    learning_rate: float | None = Field(None, gt=0, description="None: the method's default.")
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial"] = "linear"
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps; None: once per epoch.")
+    save_total_limit: int = Field(2, ge=1)
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    overfit: OverfitConfig = OverfitConfig()
+    group_by_length: bool = Field(True, description="Bucket similar lengths together: less padding, faster.")
+    restore_best: bool = True
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: all cores).")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    class_weights: bool = Field(False, description="Weight the loss by inverse class frequency (imbalance).")
+
+
+class TrackingConfig(Strict):
+    mlflow: bool = True
+    tracking_uri: str | None = Field(None, description="None: MLFLOW_TRACKING_URI, else SQLite in the output dir.")
+    experiment: str = "tuneforge"
+    register_model: bool = True
+    registered_name: str | None = Field(None, description="Model registry name (None: the run name).")
+
+
+class EvaluationConfig(Strict):
+    baselines: list[Literal["linear_probe", "zero_shot"]] = ["linear_probe", "zero_shot"]
+
+
+def _plugin_union(registry: Any) -> Any:
+    classes = tuple(cls.Params for cls in registry)
+    return Annotated[Union[classes], Field(discriminator="name")]  # noqa: UP007 - built at runtime
+
+
+TaskConfig = _plugin_union(TASKS)
+MethodConfig = _plugin_union(METHODS)
+
+
+class RunConfig(Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run folder name.")
+    output_dir: str = Field("runs", description="Workspace holding run folders and the MLflow store.")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig
+    task: TaskConfig  # type: ignore[valid-type]
+    method: MethodConfig = Field(default_factory=lambda: METHODS.get("lora").Params(name="lora"))  # type: ignore
+    training: TrainingConfig = TrainingConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("task", "method", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `method: lora` is shorthand for `method: {name: lora}`.
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def learning_rate(self) -> float:
+        return self.training.learning_rate or type(self.method).default_learning_rate
+
+
+def parse_config(raw: Any, source: str | Path = "<config>") -> RunConfig:
+    from tuneforge.config_errors import explain_validation_error
+
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping of keys (model, data, task, method, training, ...)",
+                          file=source, fix="see `tuneforge config init`")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, raw, source) from None
+
+
+def set_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply a `--set a.b.c=value` override; the value is parsed as YAML (so 3, 1e-4, true work)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not KEY=VALUE", fix="e.g. --set training.epochs=1")
+    key, _, value = assignment.partition("=")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part in ("task", "method"):
+            child = {"name": child}
+        node[part] = child if isinstance(child, dict) else {}
+        node = node[part]
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", file=path,
+                          fix="check the path, or create one with `tuneforge config init`")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", file=path, fix="save the file as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML at {where}: {problem}", file=path,
+                          fix="check indentation and quoting on that line") from None
+    raw = {} if raw is None else raw
+    for assignment in overrides or []:
+        if isinstance(raw, dict):
+            set_override(raw, assignment)
+    return parse_config(raw, path)
+
+
+def with_absolute_paths(cfg: RunConfig) -> RunConfig:
+    """Local paths made absolute (relative ones are relative to the current directory), so a run folder's saved
+    config works from anywhere. Hub names and 'default' are left alone."""
+
+    def fix(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        p = Path(value).expanduser()
+        return str(p.resolve()) if p.exists() else value
+
+    data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "validation": fix(cfg.data.validation),
+                                       "test": fix(cfg.data.test)})
+    model = cfg.model.model_copy(update={"path": fix(cfg.model.path) if cfg.model.path != "default" else "default"})
+    return cfg.model_copy(update={"data": data, "model": model,
+                                  "output_dir": str(Path(cfg.output_dir).expanduser().resolve())})
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,95 @@
+"""Cleaning steps, each counted in the data report: normalise, redact PII, dedupe, conflicting labels, length."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from tuneforge.config import CleanConfig
+from tuneforge.data.pii import redact
+from tuneforge.tasks.base import Task
+
+Example = dict[str, Any]
+_SPACES = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalize_text(text: str, unicode_nfc: bool = True, whitespace: bool = True) -> str:
+    if unicode_nfc:
+        text = unicodedata.normalize("NFC", text)
+    if whitespace:
+        text = _SPACES.sub(" ", text).strip()
+    return text
+
+
+def dedupe_key(text: str) -> str:
+    """Key under which texts count as the same: case, accents' composition, punctuation and spacing ignored."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return _SPACES.sub(" ", _PUNCT.sub(" ", text)).strip()
+
+
+def clean_examples(examples: list[Example], task: Task, cfg: CleanConfig,
+                   token_lengths: Callable[[list[Example]], list[int]] | None) -> tuple[list[Example], dict[str, Any]]:
+    """Run the cleaning steps in order; returns kept examples and a report of what each step removed."""
+    steps: dict[str, Any] = {"input": len(examples)}
+    out = [task.set_text(ex, lambda t: normalize_text(t, cfg.normalize_unicode, cfg.normalize_whitespace))
+           for ex in examples]
+    if cfg.redact_pii:
+        pii: Counter[str] = Counter()
+        out = [task.set_text(ex, lambda t: redact(t, pii)) for ex in out]
+        steps["pii_redacted"] = dict(pii)
+
+    before = len(out)
+    out = [ex for ex in out if task.text_of(ex).strip()]
+    steps["empty_after_normalisation"] = before - len(out)
+
+    if cfg.dedupe != "none":
+        seen: set[tuple[str, str]] = set()
+        kept = []
+        for ex in out:
+            key = (task.text_of(ex), task.conflict_key(ex))
+            if key not in seen:
+                seen.add(key)
+                kept.append(ex)
+        steps["exact_duplicates"] = len(out) - len(kept)
+        out = kept
+
+    if cfg.drop_conflicts:
+        labels_by_text: dict[str, set[str]] = defaultdict(set)
+        for ex in out:
+            labels_by_text[dedupe_key(task.text_of(ex))].add(task.conflict_key(ex))
+        conflicted = {t for t, labs in labels_by_text.items() if len(labs) > 1}
+        dropped = [ex for ex in out if dedupe_key(task.text_of(ex)) in conflicted]
+        out = [ex for ex in out if dedupe_key(task.text_of(ex)) not in conflicted]
+        steps["conflicting_labels"] = len(dropped)
+        steps["conflict_examples"] = [f"{ex['_src']}: {task.text_of(ex)[:80]!r}" for ex in dropped[:10]]
+
+    if cfg.dedupe == "normalized":
+        seen_norm: set[str] = set()
+        kept = []
+        for ex in out:
+            key = dedupe_key(task.text_of(ex))
+            if key not in seen_norm:
+                seen_norm.add(key)
+                kept.append(ex)
+        steps["normalized_duplicates"] = len(out) - len(kept)
+        out = kept
+
+    if token_lengths is not None and (cfg.min_tokens > 0 or cfg.max_tokens):
+        too_short = too_long = 0
+        kept = []
+        for ex, n in zip(out, token_lengths(out), strict=True):
+            if n < cfg.min_tokens:
+                too_short += 1
+            elif cfg.max_tokens and n > cfg.max_tokens:
+                too_long += 1
+            else:
+                kept.append(ex)
+        out = kept
+        steps["too_short"] = too_short
+        steps["too_long"] = too_long
+    steps["output"] = len(out)
+    return out, steps

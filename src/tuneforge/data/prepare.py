@@ -1,0 +1,106 @@
+"""Data stage orchestration: read and validate every source, clean, split, check leakage, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tuneforge.config import RunConfig
+from tuneforge.data.clean import clean_examples
+from tuneforge.data.report import build_report
+from tuneforge.data.sources import read_records
+from tuneforge.data.split import find_leakage, remove_leakage, stratified_split
+from tuneforge.errors import DataError
+from tuneforge.tasks.base import RecordError, Task
+
+Example = dict[str, Any]
+
+
+@dataclass
+class PreparedData:
+    splits: dict[str, list[Example]]
+    labels: list[str]
+    report: dict[str, Any]
+
+
+def _paths(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def load_examples(paths: list[str], cfg: RunConfig, task: Task, stats: dict[str, Any]) -> list[Example]:
+    """Read and validate; the first invalid record stops (naming file:line) unless skip_invalid is set."""
+    examples: list[Example] = []
+    data = cfg.data
+    for path in paths:
+        invalid: list[tuple[str, int, RecordError]] = []
+        count = 0
+        for raw, file, line in read_records(path, data.format, task.name, cfg.model.allow_hub):
+            count += 1
+            try:
+                example = task.parse(raw, data.columns, data.labels)
+            except RecordError as err:
+                invalid.append((file, line, err))
+                if not data.skip_invalid and len(invalid) > 50:
+                    break  # enough to report; no need to read a huge broken file to the end
+                continue
+            example["_src"] = f"{file}:{line}"
+            examples.append(example)
+        if invalid and not data.skip_invalid:
+            file, line, err = invalid[0]
+            raise DataError(str(err), file=file, line=line, fix=err.fix, more=len(invalid) - 1)
+        if count == 0:
+            raise DataError("no records found", file=path, fix="the file is empty; add examples or fix the path")
+        stats[path] = {"records": count, "invalid": len(invalid),
+                       "invalid_examples": [f"{f}:{n}: {e}" for f, n, e in invalid[:10]]}
+    return examples
+
+
+def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
+    data = cfg.data
+    sources: dict[str, Any] = {}
+    raw = {name: load_examples(_paths(getattr(data, name)), cfg, task, sources)
+           for name in ("train", "validation", "test")}
+
+    def lengths_of(examples: list[Example]) -> list[int]:
+        return task.token_lengths(examples, tokenizer)
+
+    cleaning: dict[str, Any] = {}
+    for name in list(raw):
+        if raw[name]:
+            raw[name], cleaning[name] = clean_examples(raw[name], task, data.clean, lengths_of)
+    if not raw["train"]:
+        raise DataError("no training examples left after cleaning", file=_paths(data.train)[0],
+                        fix="check the data.clean settings (length filters, dedupe) or the data itself")
+
+    split_seed = data.split.seed if data.split.seed is not None else cfg.training.seed
+    splits = {"train": raw["train"], "validation": raw["validation"], "test": raw["test"]}
+    missing = [name for name in ("validation", "test") if not raw[name]]
+    if missing:
+        ratios = {"train": data.split.train, "validation": data.split.validation, "test": data.split.test}
+        for name in ("validation", "test"):
+            if name not in missing:
+                ratios[name] = 0.0
+        total = sum(ratios.values())
+        parts = stratified_split(raw["train"], task, (ratios["train"] / total, ratios["validation"] / total,
+                                                       ratios["test"] / total), split_seed, data.split.stratify)
+        splits["train"] = parts["train"]
+        for name in missing:
+            splits[name] = parts[name]
+    for name in ("validation", "test"):
+        if not splits[name]:
+            raise DataError(f"the {name} split is empty", file=_paths(data.train)[0],
+                            fix=f"give data.{name}, or raise data.split.{name} / add more data")
+
+    leakage = find_leakage(splits, task)
+    if data.clean.remove_leakage and any(leakage.values()):
+        splits = remove_leakage(splits, task)
+        leakage["removed"] = True
+
+    labels = list(data.labels) if data.labels else task.label_list(splits)
+    lengths = {name: lengths_of(exs) for name, exs in splits.items()}
+    report = build_report(splits, task, lengths, data.max_length, sources=sources, cleaning=cleaning,
+                          leakage=leakage, split_seed=split_seed, labels=labels)
+    unseen = sorted(set(labels) - set(report["label_distribution"]["train"]))
+    if unseen:
+        report["labels_missing_from_train"] = unseen
+    return PreparedData(splits=splits, labels=labels, report=report)

@@ -1,0 +1,198 @@
+"""Read raw records from files, keeping where each came from (file and line) for error messages.
+
+Each reader yields `(record, file, line)`; a record is a dict of column -> value. Readers raise DataError naming
+file:line for anything that is not parseable, and do not judge the content (that is the task's job).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tuneforge.errors import ConfigError, DataError
+
+Record = tuple[dict[str, Any], str, int]
+
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+               ".parquet": "parquet", ".conll": "conll", ".conllu": "conll", ".iob": "conll", ".bio": "conll",
+               ".annotated": "conll"}
+
+
+def detect_format(path: str, declared: str, task_name: str) -> str:
+    if declared != "auto":
+        return declared
+    p = Path(path)
+    if p.is_dir():
+        return "hf_dir"
+    if not p.exists():
+        return "hub" if path.count("/") == 1 and not path.startswith((".", "/")) else "missing"
+    fmt = _EXTENSIONS.get(p.suffix.lower())
+    if fmt is None and task_name == "token_classification":
+        return "conll"  # CoNLL files often have no or odd extensions (e.g. wnut17train.conll, .txt)
+    if fmt is None:
+        raise DataError(f"cannot tell the format from the extension {p.suffix!r}", file=path,
+                        fix="set data.format to one of jsonl, json, csv, tsv, parquet, hf_dir, conll")
+    return fmt
+
+
+def read_records(path: str, fmt: str, task_name: str, allow_hub: bool = False) -> Iterator[Record]:
+    fmt = detect_format(path, fmt, task_name)
+    if fmt == "missing":
+        raise DataError("file not found", file=path, fix="check data.train / data.validation / data.test paths")
+    reader = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "tsv": _read_tsv,
+              "parquet": _read_parquet, "hf_dir": _read_hf_dir, "conll": _read_conll}.get(fmt)
+    if fmt == "hub":
+        yield from _read_hub(path, allow_hub)
+        return
+    if not Path(path).exists():
+        raise DataError("file not found", file=path, fix="check data.train / data.validation / data.test paths")
+    assert reader is not None
+    yield from reader(path)
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"invalid UTF-8 (byte {exc.start} of the line)", file=path, line=number,
+                                fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            yield number, text
+
+
+def _read_jsonl(path: str) -> Iterator[Record]:
+    for number, text in _lines(path):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", file=path, line=number,
+                            fix="each line must be one JSON object, e.g. {\"text\": \"...\", \"label\": \"...\"}"
+                            ) from None
+        if not isinstance(record, dict):
+            raise DataError(f"expected a JSON object, got {type(record).__name__}", file=path, line=number,
+                            fix="each line must be one JSON object with named fields")
+        yield record, path, number
+
+
+def _read_json(path: str) -> Iterator[Record]:
+    text = "".join(t for _, t in _lines(path))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON ({exc.msg})", file=path, line=exc.lineno,
+                        fix="the file must be a JSON list of objects (or use .jsonl, one object per line)") from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))
+    if not isinstance(data, list):
+        raise DataError("expected a JSON list of objects", file=path, fix="or use JSONL, one object per line")
+    for index, record in enumerate(data, start=1):
+        if not isinstance(record, dict):
+            raise DataError(f"item {index} is not an object", file=path, fix="each item needs named fields")
+        yield record, path, index
+
+
+def _read_delimited(path: str, delimiter: str) -> Iterator[Record]:
+    lines = (t for _, t in _lines(path))
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    try:
+        if reader.fieldnames is None:
+            raise DataError("the file is empty (no header row)", file=path, line=1,
+                            fix="the first row must name the columns, e.g. text,label")
+        header_size = len(reader.fieldnames)
+        for row in reader:
+            if None in row:  # more cells than header columns
+                raise DataError(f"row has more cells than the {header_size} header columns", file=path,
+                                line=reader.line_num, fix="quote fields that contain the delimiter")
+            if all(v is None or v == "" for v in row.values()):
+                continue
+            yield dict(row), path, reader.line_num
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV ({exc})", file=path, line=reader.line_num,
+                        fix="check quoting on that line") from None
+
+
+def _read_csv(path: str) -> Iterator[Record]:
+    return _read_delimited(path, ",")
+
+
+def _read_tsv(path: str) -> Iterator[Record]:
+    return _read_delimited(path, "\t")
+
+
+def _read_parquet(path: str) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise DataError(f"not a readable Parquet file ({exc})", file=path, fix="re-export the file") from None
+    for index, row in enumerate(table.to_pylist(), start=1):
+        yield row, path, index
+
+
+def _iter_dataset(dataset: Any, label: str) -> Iterator[Record]:
+    for index, row in enumerate(dataset, start=1):
+        yield dict(row), label, index
+
+
+def _read_hf_dir(path: str) -> Iterator[Record]:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    try:
+        data = load_from_disk(path)
+    except Exception:
+        try:  # a folder of data files (what a hub dataset repo looks like)
+            from datasets import load_dataset
+
+            data = load_dataset(path)
+        except Exception as exc:
+            raise DataError(f"not a datasets folder ({exc})", file=path,
+                            fix="save it with Dataset.save_to_disk, or point data.train at the data files") from None
+    if isinstance(data, DatasetDict):
+        split = "train" if "train" in data else next(iter(data))
+        yield from _iter_dataset(data[split], f"{path}[{split}]")
+    elif isinstance(data, Dataset):
+        yield from _iter_dataset(data, path)
+
+
+def _read_hub(name: str, allow_hub: bool) -> Iterator[Record]:
+    if not allow_hub:
+        raise ConfigError(f"{name!r} is not a local path, and hub access is off", key="data.train",
+                          fix="point data.train at a local file or folder, or set model.allow_hub: true")
+    from datasets import load_dataset
+
+    spec, _, split = name.partition(":")
+    data = load_dataset(spec, split=split or "train")
+    yield from _iter_dataset(data, f"hub:{spec}[{split or 'train'}]")
+
+
+def _read_conll(path: str) -> Iterator[Record]:
+    """CoNLL-style: one token per line, first column the token, last column the tag; blank line between sentences."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for number, text in _lines(path):
+        line = text.rstrip("\r\n")
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            if tokens:
+                yield {"tokens": tokens, "tags": tags}, path, start
+            tokens, tags = [], []
+            continue
+        cells = line.split("\t") if "\t" in line else line.split()
+        if len(cells) < 2:
+            raise DataError(f"expected a token and a tag, got {line.strip()!r}", file=path, line=number,
+                            fix="each line must be 'TOKEN<TAB>TAG' (blank line between sentences)")
+        if not tokens:
+            start = number
+        tokens.append(cells[0])
+        tags.append(cells[-1])
+    if tokens:
+        yield {"tokens": tokens, "tags": tags}, path, start

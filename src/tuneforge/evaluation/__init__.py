@@ -1,0 +1,1 @@
+"""Evaluation stage: metrics, base-model baselines, comparison table, plots and reports."""

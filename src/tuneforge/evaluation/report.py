@@ -1,0 +1,71 @@
+"""The comparison table (fine-tuned vs base-model baselines) and the run's report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tuneforge.tasks.base import EvalResult
+
+BASELINE_NAMES = {"linear_probe": "base model + linear probe (frozen features)",
+                  "zero_shot": "base model zero-shot (similarity to label names)"}
+
+
+def comparison_rows(method: str, tuned: EvalResult, baselines: dict[str, EvalResult], primary: str,
+                    secondary: str) -> list[dict[str, Any]]:
+    """Rows for the table: every baseline, then the fine-tuned model with its gain over the best baseline."""
+    rows = [{"model": BASELINE_NAMES.get(name, name), "key": name, "score": r.metrics.get(primary, float("nan")),
+             secondary: r.metrics.get(secondary, float("nan"))} for name, r in baselines.items()]
+    best = max(rows, key=lambda r: r["score"]) if rows else None
+    row: dict[str, Any] = {"model": f"fine-tuned ({method})", "key": "fine_tuned", "score": tuned.metrics[primary],
+                           secondary: tuned.metrics.get(secondary, float("nan"))}
+    if best is not None:
+        gain = tuned.metrics[primary] - best["score"]
+        row["delta_points"] = round(100 * gain, 2)
+        row["delta_relative_pct"] = round(100 * gain / best["score"], 1) if best["score"] else None
+        row["delta"] = f"{100 * gain:+.2f} pts ({row['delta_relative_pct']:+.1f}%)" if best["score"] else ""
+    return [*rows, row]
+
+
+def print_comparison(rows: list[dict[str, Any]], primary: str, secondary: str, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="Test set: fine-tuned vs base model", show_header=True)
+    table.add_column("model")
+    table.add_column(primary, justify="right")
+    table.add_column(secondary, justify="right")
+    table.add_column("vs best baseline", justify="right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['score']:.4f}", f"{r.get(secondary, float('nan')):.4f}", r.get("delta", ""))
+    console.print(table)
+
+
+def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str, secondary: str,
+                 test: EvalResult, train_info: dict[str, Any], data_report: dict[str, Any],
+                 plots: list[Path]) -> Path:
+    from tuneforge.registry.files import write_text
+
+    lines = [f"# Run report: {cfg.name}", "",
+             f"Task **{cfg.task.name}**, method **{cfg.method.name}**, base model `{cfg.model.path}`.",
+             f"Trained {train_info['trainable_params']:,} of {train_info['total_params']:,} parameters "
+             f"({100 * train_info['trainable_params'] / train_info['total_params']:.2f}%) for "
+             f"{train_info['steps']} steps in {train_info['train_seconds']:.0f} s; best checkpoint at step "
+             f"{train_info.get('best_step')} ({primary} on validation {train_info.get('best_metric')}).", "",
+             "## Test set", "", f"| model | {primary} | {secondary} | vs best baseline |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['score']:.4f} | {r.get(secondary, float('nan')):.4f} | {r.get('delta', '')} |"
+              for r in rows]
+    lines += ["", "All rows are measured in this run on the same test split.", ""]
+    if train_info.get("overfitting"):
+        lines += ["## Warnings", ""]
+        lines += [f"- Overfitting at step {e['step']}: validation loss {e['eval_loss'][0]:.4f} -> "
+                  f"{e['eval_loss'][-1]:.4f} while training loss fell" for e in train_info["overfitting"]]
+        lines.append("")
+    lines += ["## Per class (test)", "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for name, m in sorted(test.per_class.items(), key=lambda kv: kv[1]["f1"]):
+        lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    rows_count = data_report["rows"]
+    lines += ["", "## Data", "", f"train {rows_count['train']} / validation {rows_count['validation']} / "
+              f"test {rows_count['test']} after cleaning; imbalance ratio {data_report.get('imbalance_ratio')}; "
+              f"leakage {data_report.get('leakage')}. Full report: `data/report.json`.", "", "## Figures", ""]
+    lines += [f"![{p.stem}]({p.relative_to(path.parent).as_posix()})" for p in plots]
+    return write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,82 @@
+"""The Method seam: how a pretrained model becomes a trainable one, and how what was trained is saved and reloaded.
+
+One file per method in this folder, each defining a `Params` pydantic model (its config fields, with
+`name: Literal[...]`) and a `Method` subclass registered in `METHODS`. Methods never know the task: the task tells
+them its PEFT task type and which top-level modules are the freshly initialised head.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from tuneforge.plugins import Registry
+
+
+class MethodParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    # Learning rate used when `training.learning_rate` is not set: adapters want far larger steps than full FT.
+    default_learning_rate: ClassVar[float] = 5e-5
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """What a task tells a method about the model it built."""
+
+    peft_task_type: str | None  # e.g. "SEQ_CLS", "TOKEN_CLS", "CAUSAL_LM"
+    head_modules: tuple[str, ...]  # top-level module names of the new head, always trained and saved
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]]
+    # True when `save` writes only part of the model, so loading needs the base model first.
+    partial: ClassVar[bool] = True
+
+    def __init__(self, params: MethodParams) -> None:
+        self.params = params
+
+    @abstractmethod
+    def apply(self, model: Any, head: HeadInfo) -> Any:
+        """Return the model with exactly the parameters this method trains left trainable."""
+
+    @abstractmethod
+    def save(self, model: Any, out_dir: Path, head: HeadInfo) -> None:
+        """Write only what was trained (plus the head) as safetensors into out_dir."""
+
+    @abstractmethod
+    def load(self, base_model: Any, in_dir: Path, head: HeadInfo) -> Any:
+        """Rebuild the trained model from the base model and what `save` wrote."""
+
+    def merge(self, model: Any) -> Any:
+        """A plain transformers model for inference (adapters merged where the method allows)."""
+        return model
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def freeze_all_but(model: Any, prefixes: tuple[str, ...]) -> None:
+    """Freeze every parameter except those under the given top-level module names."""
+    for name, param in model.named_parameters():
+        param.requires_grad = name.split(".")[0] in prefixes
+
+
+def head_state_dict(model: Any, head: HeadInfo) -> dict[str, Any]:
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.split(".")[0] in head.head_modules}
+
+
+def write_method_meta(out_dir: Path, method: Method) -> None:
+    (out_dir / "method.json").write_text(json.dumps(method.params.model_dump(), indent=2))

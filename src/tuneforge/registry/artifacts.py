@@ -1,0 +1,67 @@
+"""Save and load a trained model: what the method trained, the tokenizer, labels and how to rebuild it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.errors import RunError
+from tuneforge.methods.base import METHODS, Method
+from tuneforge.registry.files import read_json, write_json
+from tuneforge.tasks.base import TASKS, Task
+
+META = "tuneforge.json"
+
+
+@dataclass
+class LoadedModel:
+    task: Task
+    method: Method
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+    meta: dict[str, Any]
+
+    def predict(self, texts: list[Any], batch_size: int = 64) -> list[dict[str, Any]]:
+        return self.task.predict(self.model, self.tokenizer, texts, self.labels, self.max_length, batch_size)
+
+
+def save_model(out_dir: Path, task: Task, method: Method, model: Any, tokenizer: Any, labels: list[str],
+               base_model: str, max_length: int) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    method.save(model, out_dir, task.head_info(_unwrap(model)))
+    tokenizer.save_pretrained(str(out_dir))
+    write_json(out_dir / META, {"task": task.params.model_dump(), "method": method.params.model_dump(),
+                                "labels": labels, "base_model": base_model, "max_length": max_length})
+    return out_dir
+
+
+def _unwrap(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (head names are looked up on it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
+    from tuneforge.models.loading import load_tokenizer
+
+    meta_path = model_dir / META
+    if not meta_path.is_file():
+        raise RunError(f"{model_dir} holds no trained model ({META} missing)",
+                       fix="give a finished run folder (see `tuneforge runs list`)")
+    meta = read_json(meta_path)
+    task_cls = TASKS.get(meta["task"]["name"])
+    method_cls = METHODS.get(meta["method"]["name"])
+    task = task_cls(task_cls.Params.model_validate(meta["task"]))
+    method = method_cls(method_cls.Params.model_validate(meta["method"]))
+    tokenizer = load_tokenizer(str(model_dir))
+    labels = meta["labels"]
+    if method.partial:
+        base = task.build_model(meta["base_model"], labels, pad_token_id=tokenizer.pad_token_id)
+        model = method.load(base, model_dir, task.head_info(base))
+    else:
+        model = task.build_model(str(model_dir), labels, pad_token_id=tokenizer.pad_token_id)
+    model.to(device).eval()
+    return LoadedModel(task, method, model, tokenizer, labels, meta["max_length"], meta)

@@ -1,0 +1,129 @@
+"""The Task seam: what an example is, how it becomes tensors, which model class learns it and how it is scored.
+
+One file per task in this folder, each with a `Params` pydantic model (`name: Literal[...]`) and a `Task` subclass
+registered in `TASKS`. The data pipeline, trainer, evaluator and CLI only talk to this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from tuneforge.methods.base import HeadInfo
+from tuneforge.plugins import Registry
+
+
+class TaskParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+
+
+class RecordError(ValueError):
+    """Raised by Task.parse for one bad record; the loader adds file and line."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    predictions: list[Any] = field(default_factory=list)
+    references: list[Any] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[TaskParams]]
+    # Metric used for early stopping and the headline comparison, and whether higher is better.
+    primary_metric: ClassVar[str]
+
+    def __init__(self, params: TaskParams) -> None:
+        self.params = params
+
+    # ---- data -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def parse(self, raw: dict[str, Any], columns: Any, known_labels: Sequence[str] | None) -> dict[str, Any]:
+        """Turn one raw record into a canonical example, or raise RecordError naming the fix."""
+
+    @abstractmethod
+    def text_of(self, example: dict[str, Any]) -> str:
+        """The text used for normalisation, deduplication and leakage checks."""
+
+    @abstractmethod
+    def set_text(self, example: dict[str, Any], transform: Callable[[str], str]) -> dict[str, Any]:
+        """Apply a text transform (normalisation, PII redaction) to every text field of an example."""
+
+    @abstractmethod
+    def label_key(self, example: dict[str, Any]) -> str:
+        """A hashable summary of the label(s): stratification key and conflict detection."""
+
+    def conflict_key(self, example: dict[str, Any]) -> str:
+        """Two examples with the same text but different conflict keys contradict each other."""
+        return self.label_key(example)
+
+    @abstractmethod
+    def labels_of(self, example: dict[str, Any]) -> list[str]:
+        """Every label (class or entity type) an example carries, for the label list and distribution."""
+
+    @abstractmethod
+    def token_lengths(self, examples: list[dict[str, Any]], tokenizer: Any) -> list[int]:
+        """Tokens per example (before truncation), for the length filter and the data report."""
+
+    def label_list(self, splits: dict[str, list[dict[str, Any]]]) -> list[str]:
+        """The label set when the config gives none: every label seen in any split, sorted."""
+        return sorted({lab for exs in splits.values() for ex in exs for lab in self.labels_of(ex)})
+
+    # ---- model ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, model_path: str, labels: list[str], **load_kwargs: Any) -> Any:
+        """Load the base model with this task's head for `labels`."""
+
+    @abstractmethod
+    def head_info(self, model: Any) -> HeadInfo: ...
+
+    @abstractmethod
+    def encode(self, examples: list[dict[str, Any]], tokenizer: Any, labels: list[str], max_length: int) -> Any:
+        """Tokenize examples into a `datasets.Dataset` with model inputs and labels."""
+
+    @abstractmethod
+    def collator(self, tokenizer: Any) -> Any: ...
+
+    def loss_weights(self, examples: list[dict[str, Any]], labels: list[str]) -> Any:
+        """Optional per-class loss weights (None = unweighted)."""
+        return None
+
+    @abstractmethod
+    def compute_metrics(self, labels: list[str]) -> Callable[[Any], dict[str, float]]:
+        """Metrics from a transformers EvalPrediction, used during training."""
+
+    @abstractmethod
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], labels: list[str],
+                 max_length: int, batch_size: int) -> EvalResult: ...
+
+    @abstractmethod
+    def predict(self, model: Any, tokenizer: Any, texts: list[Any], labels: list[str], max_length: int,
+                batch_size: int) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def baselines(self, base_model_path: str, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
+                  labels: list[str], max_length: int, names: Sequence[str]) -> dict[str, EvalResult]:
+        """Base-model baselines measured on the test split (linear probe, zero-shot, ...)."""
+
+    def plots(self, result: EvalResult, labels: list[str], out_dir: Path) -> list[Path]:
+        return []
+
+    def starter_yaml(self) -> str:
+        """Task-specific part of `tuneforge config init`."""
+        return ""
+
+
+TASKS: Registry[Task] = Registry("task")

@@ -1,0 +1,108 @@
+"""Trainer callbacks: rich progress with ETA and live loss, overfitting detection, NaN guard."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import TrainerCallback
+
+from tuneforge.errors import TuneforgeError
+
+
+class TrainingDiverged(TuneforgeError):
+    pass
+
+
+class RichProgress(TrainerCallback):
+    """One progress bar for the whole run (ETA, live loss) and one line per evaluation."""
+
+    def __init__(self, console: Any, quiet: bool = False) -> None:
+        self.console, self.quiet = console, quiet
+        self.progress: Any = None
+        self.task: Any = None
+        self.loss = float("nan")
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.quiet:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[info]}"), console=self.console, transient=False)
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step,
+                                 info=f"loss {self.loss:.4f} epoch {state.epoch or 0:.2f}")
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kw: Any) -> None:
+        if self.progress is not None and metrics:
+            shown = "  ".join(f"{k.removeprefix('eval_')}={v:.4f}" for k, v in metrics.items()
+                              if isinstance(v, float) and not k.endswith(("runtime", "per_second", "epoch")))
+            self.progress.console.print(f"  step {state.global_step}: {shown}")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class OverfitDetector(TrainerCallback):
+    """Warns (or stops) when validation loss rises for `patience` evaluations in a row while training loss falls."""
+
+    def __init__(self, patience: int, stop: bool, console: Any | None = None) -> None:
+        self.patience, self.stop, self.console = patience, stop, console
+        self.eval_losses: list[float] = []
+        self.train_losses: list[float] = []
+        self._window: list[float] = []
+        self.events: list[dict[str, Any]] = []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self._window.append(float(logs["loss"]))
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kw: Any) -> None:
+        if not metrics or "eval_loss" not in metrics:
+            return
+        self.eval_losses.append(float(metrics["eval_loss"]))
+        if self._window:
+            self.train_losses.append(sum(self._window) / len(self._window))
+            self._window = []
+        k = self.patience
+        if len(self.eval_losses) <= k or len(self.train_losses) <= k:
+            return
+        val = self.eval_losses[-k - 1:]
+        train = self.train_losses[-k - 1:]
+        val_rising = all(b > a for a, b in zip(val, val[1:], strict=False))
+        train_falling = train[-1] < train[0]
+        if val_rising and train_falling and not any(e["step"] == state.global_step for e in self.events):
+            event = {"step": state.global_step, "eval_loss": val, "train_loss": train, "stopped": self.stop}
+            self.events.append(event)
+            if self.console is not None:
+                self.console.print(f"[yellow]warning: overfitting: validation loss rose for {k} evaluations "
+                                   f"({val[0]:.4f} -> {val[-1]:.4f}) while training loss fell "
+                                   f"({train[0]:.4f} -> {train[-1]:.4f}) at step {state.global_step}"
+                                   + ("; stopping" if self.stop else "") + "[/yellow]")
+            if self.stop:
+                control.should_training_stop = True
+
+
+class NanGuard(TrainerCallback):
+    """Stops with a clear error when the training loss becomes NaN or infinite (no silent garbage model)."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(f"training loss became {loss} at step {state.global_step}",
+                                   fix="lower training.learning_rate or check the data for broken labels")

@@ -1,0 +1,142 @@
+"""Build and run the transformers Trainer for a task: arguments from the config, tuneforge's sampler, callbacks,
+atomic checkpoints and optional class weights."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from tuneforge.config import RunConfig
+from tuneforge.training.callbacks import NanGuard, OverfitDetector, RichProgress
+from tuneforge.training.sampler import SeededLengthGroupedSampler
+
+
+class TuneforgeTrainer(Trainer):
+    """Trainer with reproducible length-grouped batches, atomic checkpoints and optional loss weights."""
+
+    def __init__(self, *args: Any, class_weights: torch.Tensor | None = None, group_by_length: bool = True,
+                 **kwargs: Any) -> None:
+        self.class_weights = class_weights
+        self.group_by_length = group_by_length
+        self._staging: str | None = None
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_length:
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        return SeededLengthGroupedSampler(lengths, self.args.train_batch_size, self.args.seed)
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if self.class_weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits
+        weights = self.class_weights.to(logits.device, logits.dtype)
+        if labels.dtype.is_floating_point:  # multi-label
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype),
+                                                                         pos_weight=weights)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1),
+                                                     weight=weights, ignore_index=-100)
+        return (loss, outputs) if return_outputs else loss
+
+    # ---- atomic checkpoints: write into a staging folder, then rename into place ---------------------------
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        final_root = self.args.output_dir
+        staging = os.path.join(final_root, ".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging, exist_ok=True)
+        self._staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.state.best_global_step:
+            best = os.path.join(final_root, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            self.state.best_model_checkpoint = best
+            self.state.save_to_json(os.path.join(staging, name, "trainer_state.json"))
+        target = os.path.join(final_root, name)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(os.path.join(staging, name), target)  # atomic on one filesystem
+        shutil.rmtree(staging, ignore_errors=True)
+        from transformers.trainer_utils import rotate_checkpoints
+
+        rotate_checkpoints(output_dir=final_root, save_total_limit=self.args.save_total_limit,
+                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+
+
+def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: int) -> TrainingArguments:
+    t = cfg.training
+    steps_per_epoch = max(1, -(-n_train // (t.batch_size * t.gradient_accumulation_steps)))
+    strategy = "steps" if t.eval_steps else "epoch"
+    use_cpu = t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available())
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and not use_cpu and torch.cuda.is_bf16_supported())
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate(),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=t.eval_steps,
+        save_steps=t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=t.restore_best,
+        metric_for_best_model=metric,
+        greater_is_better=not metric.endswith("loss"),
+        logging_strategy="steps",
+        logging_steps=max(1, min(t.eval_steps or steps_per_epoch, 10)),
+        logging_nan_inf_filter=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=use_cpu,
+        bf16=bf16,
+        fp16=t.precision == "fp16",
+        **({"activation_checkpointing": True} if t.gradient_checkpointing else {}),
+        train_sampling_strategy="random",  # length grouping is ours (seeded per epoch), see sampler.py
+        save_only_model=False,
+    )
+
+
+def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, collator: Any,
+                  compute_metrics: Any, metric: str, output_dir: Path, console: Any, quiet: bool = False,
+                  class_weights: torch.Tensor | None = None) -> tuple[TuneforgeTrainer, OverfitDetector]:
+    args = training_arguments(cfg, output_dir, metric, len(train_ds))
+    overfit = OverfitDetector(cfg.training.overfit.patience, cfg.training.overfit.stop, console)
+    callbacks: list[Any] = [RichProgress(console, quiet), overfit, NanGuard()]
+    early = cfg.training.early_stopping
+    if early.patience is not None and cfg.training.restore_best:
+        callbacks.append(EarlyStoppingCallback(early.patience, early.min_delta))
+    trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                               data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics,
+                               callbacks=callbacks, class_weights=class_weights,
+                               group_by_length=cfg.training.group_by_length)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer, overfit
