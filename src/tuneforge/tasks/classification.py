@@ -13,6 +13,7 @@ from pydantic import Field
 
 from tuneforge.evaluation.metrics import classification_metrics, multilabel_metrics
 from tuneforge.methods.base import HeadInfo
+from tuneforge.models.pooling import declares_mean_pooling, use_mean_pooling
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
 
 HEAD_NAMES = ("classifier", "score", "pre_classifier")
@@ -23,6 +24,9 @@ class ClassificationParams(TaskParams):
     multi_label: bool = Field(False, description="Each example may carry several labels.")
     label_separator: str = Field("|", description="Separates labels in one string (multi-label only).")
     threshold: float = Field(0.5, gt=0, lt=1, description="Probability above which a label is predicted.")
+    pooling: Literal["auto", "model", "mean"] = Field(
+        "auto", description="Sentence vector for the head: 'model' = the architecture's own ([CLS] for BERT); "
+                            "'mean' = masked mean of token states; 'auto' = mean when the model was trained so.")
 
 
 def _text_field(raw: dict[str, Any], column: str, role: str) -> str:
@@ -117,6 +121,9 @@ class Classification(Task):
             **load_kwargs)
         if model.config.pad_token_id is None and pad_token_id is not None:
             model.config.pad_token_id = pad_token_id
+        pooling = self.params.pooling
+        if pooling == "mean" or (pooling == "auto" and declares_mean_pooling(model_path)):
+            use_mean_pooling(model)
         return model
 
     def head_info(self, model: Any) -> HeadInfo:
