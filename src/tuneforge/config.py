@@ -37,6 +37,8 @@ class ColumnsConfig(Strict):
 
 
 class CleanConfig(Strict):
+    """Cleaning of the training data. Validation/test files you give are normalised but never filtered."""
+
     normalize_unicode: bool = Field(True, description="Unicode NFC normalisation.")
     normalize_whitespace: bool = Field(True, description="Collapse runs of whitespace, strip ends.")
     dedupe: Literal["none", "exact", "normalized"] = Field(
@@ -199,7 +201,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML at {where}: {problem}", file=path,
+        raise ConfigError(f"{where}: invalid YAML: {problem}",
                           fix="check indentation and quoting on that line") from None
     raw = {} if raw is None else raw
     for assignment in overrides or []:

@@ -71,7 +71,7 @@ def explain_validation_error(exc: ValidationError, raw: dict[str, Any], source: 
         tag = first.get("ctx", {}).get("tag")
         expected = first.get("ctx", {}).get("expected_tags", "")
         names = [n.strip(" '") for n in str(expected).split(",")]
-        close = difflib.get_close_matches(str(tag), names, n=1, cutoff=0.5)
+        close = difflib.get_close_matches(str(tag), names, n=1, cutoff=0.7)
         hint = f"did you mean '{close[0]}'?" if close else f"use one of: {expected}"
         return ConfigError(f"unknown {dotted.split('.')[0]} {tag!r}{more}", file=source, key=f"{dotted}.name",
                            fix=hint)

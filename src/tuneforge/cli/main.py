@@ -85,7 +85,10 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except TuneforgeError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # Escaped: messages carry user paths such as data[train] that rich would read as markup.
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted; continue with --resume (the last checkpoint is kept)")

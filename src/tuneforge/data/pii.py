@@ -11,6 +11,15 @@ CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 PHONE = re.compile(r"(?<![\w+])\+?\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,4}\d{2,4}\b")
 
 
+_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
+
+
+def _phone_ok(candidate: str) -> bool:
+    """7 to 15 digits (E.164's maximum) and not shaped like a date (2024-05-01, 01/05/2024)."""
+    digits = sum(c.isdigit() for c in candidate)
+    return 7 <= digits <= 15 and not _DATE.fullmatch(candidate.strip())
+
+
 def _luhn_ok(number: str) -> bool:
     digits = [int(c) for c in number if c.isdigit()]
     total = 0
@@ -37,5 +46,5 @@ def redact(text: str, counts: Counter[str] | None = None) -> str:
     text = sub(EMAIL, "EMAIL", text)
     text = sub(IBAN, "IBAN", text)
     text = sub(CARD, "CARD", text, _luhn_ok)
-    text = sub(PHONE, "PHONE", text, lambda s: sum(c.isdigit() for c in s) >= 7)
+    text = sub(PHONE, "PHONE", text, _phone_ok)
     return text

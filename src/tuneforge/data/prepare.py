@@ -65,9 +65,14 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
         return task.token_lengths(examples, tokenizer)
 
     cleaning: dict[str, Any] = {}
+    # User-given validation/test files are normalised (and redacted) but never filtered: they are the user's
+    # yardstick, and dropping rows would make scores incomparable with anything else measured on them.
+    keep_all = data.clean.model_copy(update={"dedupe": "none", "drop_conflicts": False, "min_tokens": 0,
+                                             "max_tokens": None})
     for name in list(raw):
         if raw[name]:
-            raw[name], cleaning[name] = clean_examples(raw[name], task, data.clean, lengths_of)
+            rules = data.clean if name == "train" else keep_all
+            raw[name], cleaning[name] = clean_examples(raw[name], task, rules, lengths_of)
     if not raw["train"]:
         raise DataError("no training examples left after cleaning", file=_paths(data.train)[0],
                         fix="check the data.clean settings (length filters, dedupe) or the data itself")

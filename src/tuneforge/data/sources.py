@@ -73,7 +73,7 @@ def _read_jsonl(path: str) -> Iterator[Record]:
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", file=path, line=number,
+            raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=number,
                             fix="each line must be one JSON object, e.g. {\"text\": \"...\", \"label\": \"...\"}"
                             ) from None
         if not isinstance(record, dict):

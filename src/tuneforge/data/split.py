@@ -54,9 +54,7 @@ def find_leakage(splits: dict[str, list[Example]], task: Task) -> dict[str, int]
 
 
 def remove_leakage(splits: dict[str, list[Example]], task: Task) -> dict[str, list[Example]]:
-    """Drop leaked examples from train (and validation duplicates of test), keeping the test set intact."""
-    test_keys = {dedupe_key(task.text_of(ex)) for ex in splits.get("test", [])}
-    val = [ex for ex in splits.get("validation", []) if dedupe_key(task.text_of(ex)) not in test_keys]
-    held = test_keys | {dedupe_key(task.text_of(ex)) for ex in val}
+    """Drop leaked examples from train only: validation and test stay exactly as they are."""
+    held = {dedupe_key(task.text_of(ex)) for name in ("validation", "test") for ex in splits.get(name, [])}
     train = [ex for ex in splits["train"] if dedupe_key(task.text_of(ex)) not in held]
-    return {"train": train, "validation": val, "test": splits.get("test", [])}
+    return {"train": train, "validation": splits.get("validation", []), "test": splits.get("test", [])}

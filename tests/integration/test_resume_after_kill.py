@@ -1,0 +1,53 @@
+"""A run killed with SIGKILL mid-epoch resumes from its last checkpoint and ends exactly like an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import base_config, make_intent_rows, write_jsonl, write_yaml
+
+
+def _cmd(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tuneforge.cli.main", "train", str(config), "--quiet", *extra]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tiny_bert: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", make_intent_rows(40))
+    # 96 training rows, batch 4: 24 steps per epoch; checkpoints every 5 steps, so step 5 is mid-epoch 1.
+    train = {"epochs": 3, "batch_size": 4, "eval_steps": 5, "learning_rate": 5e-4, "save_total_limit": 3}
+    runs = tmp_path / "runs"
+    killed_cfg = write_yaml(tmp_path / "killed.yaml", base_config(tiny_bert, data, runs, name="killed",
+                                                                  training=train))
+    straight_cfg = write_yaml(tmp_path / "straight.yaml", base_config(tiny_bert, data, runs, name="straight",
+                                                                      training=train))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cmd(killed_cfg), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = runs / "killed" / "checkpoints" / "checkpoint-5"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stdout.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (runs / "killed" / "metrics.json").exists()
+
+    resumed = subprocess.run(_cmd(killed_cfg, "--resume"), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    straight = subprocess.run(_cmd(straight_cfg), env=env, capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    a = json.loads((runs / "killed" / "metrics.json").read_text())
+    b = json.loads((runs / "straight" / "metrics.json").read_text())
+    assert a["train"]["resumed_from"] and a["train"]["resumed_from"].split("-")[-1] != "0"
+    assert a["test"] == b["test"]  # identical test metrics, not merely close
+    losses_a = [h["eval_loss"] for h in json.loads((runs / "killed" / "history.json").read_text()) if "eval_loss" in h]
+    losses_b = [h["eval_loss"] for h in json.loads((runs / "straight" / "history.json").read_text())
+                if "eval_loss" in h]
+    assert losses_a[-3:] == losses_b[-3:]
