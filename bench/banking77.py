@@ -87,7 +87,6 @@ def main() -> None:
         print_table("BANKING77 (so far)", rows, list(rows[0]))
     if not args.no_plain:
         from plain_trainer_banking77 import run as plain_run
-
         from tuneforge.models.loading import default_model_path
 
         splits = out / "banking77-full" / "data"

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from conftest import base_config, make_intent_rows, write_jsonl, write_yaml
 
 

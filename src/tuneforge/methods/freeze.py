@@ -43,7 +43,8 @@ def load_partial(model: Any, path: Path) -> None:
     try:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for truncated files
-        raise CheckpointError(f"{path}: cannot be read ({exc})", fix="the file is damaged; retrain or restore it")
+        raise CheckpointError(f"{path}: cannot be read ({exc})",
+                              fix="the file is damaged; retrain or restore it") from None
     missing = set(state) - set(model.state_dict())
     if missing:
         raise CheckpointError(f"{path}: {len(missing)} saved tensors do not fit this model (e.g. {min(missing)})",

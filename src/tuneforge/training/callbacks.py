@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -26,8 +27,14 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.quiet:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -84,7 +91,7 @@ class OverfitDetector(TrainerCallback):
             return
         val = self.eval_losses[-k - 1:]
         train = self.train_losses[-k - 1:]
-        val_rising = all(b > a for a, b in zip(val, val[1:], strict=False))
+        val_rising = all(b > a for a, b in itertools.pairwise(val))
         train_falling = train[-1] < train[0]
         if val_rising and train_falling and not any(e["step"] == state.global_step for e in self.events):
             event = {"step": state.global_step, "eval_loss": val, "train_loss": train, "stopped": self.stop}
