@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import RunConfig, dump_config, load_config, with_absolute_paths
-from tuneforge.errors import ConfigError, DataError, RunError
+from tuneforge.errors import ConfigError, DataError, RunError, RunInterrupted
 from tuneforge.registry.files import read_json, write_json, write_jsonl, write_text
 
 
@@ -136,13 +136,17 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     metric = cfg.training.early_stopping.metric
     metric = task.primary_metric if metric == "auto" else metric
     weights = task.loss_weights(data.splits["train"], labels) if cfg.training.class_weights else None
-    trainer, overfit = build_trainer(cfg, model, tokenizer, train_ds, val_ds, task.collator(tokenizer),
+    trainer, overfit, stop = build_trainer(cfg, model, tokenizer, train_ds, val_ds, task.collator(tokenizer),
                                      task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
                                      weights)
     write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = time.perf_counter() - start
+    if stop.requested:
+        write_json(run_dir / "run.json", {"status": "interrupted", "step": trainer.state.global_step})
+        raise RunInterrupted(f"stopped at step {trainer.state.global_step}; a checkpoint was saved in "
+                             f"{run_dir / 'checkpoints'}", fix="continue with `tuneforge train CONFIG --resume`")
     model = trainer.model
     history = [dict(h) for h in trainer.state.log_history]
     save_model(run_dir / "model", task, method, model, tokenizer, labels, model_path, max_len)

@@ -59,3 +59,9 @@ class CheckpointError(TuneforgeError):
 
 class RunError(TuneforgeError):
     """A run folder is missing or incomplete."""
+
+
+class RunInterrupted(TuneforgeError):
+    """Training was stopped by a signal after saving a checkpoint."""
+
+    exit_code = 130

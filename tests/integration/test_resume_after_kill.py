@@ -51,3 +51,22 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_bert: Path, tmp_path: Pa
     losses_b = [h["eval_loss"] for h in json.loads((runs / "straight" / "history.json").read_text())
                 if "eval_loss" in h]
     assert losses_a[-3:] == losses_b[-3:]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_130(tiny_bert: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", make_intent_rows(40))
+    cfg = write_yaml(tmp_path / "c.yaml", base_config(tiny_bert, data, tmp_path / "runs", name="term", training={
+        "epochs": 20, "batch_size": 4, "eval_steps": 1000}))
+    proc = subprocess.Popen(_cmd(cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_json = tmp_path / "runs" / "term" / "run.json"
+    deadline = time.time() + 300
+    while not run_json.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # let it take a few steps
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    checkpoints = list((tmp_path / "runs" / "term" / "checkpoints").glob("checkpoint-*"))
+    assert len(checkpoints) == 1  # saved at the step where the signal arrived, not at an eval boundary
+    assert json.loads(run_json.read_text())["status"] == "interrupted"

@@ -142,3 +142,20 @@ def test_multilabel_parse_splits_strings() -> None:
     task = Classification(ClassificationParams(multi_label=True))
     parsed = task.parse({"text": "t", "label": "b|a"}, ColumnsConfig(), None)
     assert parsed["label"] == ["a", "b"]
+
+
+def test_folder_of_data_files_loads_like_a_hub_dataset(tmp_path: Path) -> None:
+    """The hub code path (datasets.load_dataset) exercised offline on a local folder laid out like a hub repo."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    got = list(read_records(str(folder), "auto", "classification"))
+    assert [r["text"] for r, _, _ in got] == ["a", "b"]
+    assert got[0][1].endswith("repo[train]")
+
+
+def test_hub_names_need_explicit_permission() -> None:
+    from tuneforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hub access is off"):
+        list(read_records("someorg/somedata", "auto", "classification", allow_hub=False))

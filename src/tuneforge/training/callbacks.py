@@ -113,3 +113,36 @@ class NanGuard(TrainerCallback):
         if loss is not None and not math.isfinite(float(loss)):
             raise TrainingDiverged(f"training loss became {loss} at step {state.global_step}",
                                    fix="lower training.learning_rate or check the data for broken labels")
+
+
+class GracefulStop(TrainerCallback):
+    """Ctrl-C or SIGTERM: finish the current step, save a checkpoint, stop. A second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:  # second signal: give up on a clean stop
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -13,7 +13,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from tuneforge.config import RunConfig
-from tuneforge.training.callbacks import NanGuard, OverfitDetector, RichProgress
+from tuneforge.training.callbacks import GracefulStop, NanGuard, OverfitDetector, RichProgress
 from tuneforge.training.sampler import SeededLengthGroupedSampler
 
 
@@ -124,10 +124,12 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
 
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, collator: Any,
                   compute_metrics: Any, metric: str, output_dir: Path, console: Any, quiet: bool = False,
-                  class_weights: torch.Tensor | None = None) -> tuple[TuneforgeTrainer, OverfitDetector]:
+                  class_weights: torch.Tensor | None = None
+                  ) -> tuple[TuneforgeTrainer, OverfitDetector, GracefulStop]:
     args = training_arguments(cfg, output_dir, metric, len(train_ds))
     overfit = OverfitDetector(cfg.training.overfit.patience, cfg.training.overfit.stop, console)
-    callbacks: list[Any] = [RichProgress(console, quiet), overfit, NanGuard()]
+    stop = GracefulStop()
+    callbacks: list[Any] = [RichProgress(console, quiet), overfit, NanGuard(), stop]
     early = cfg.training.early_stopping
     if early.patience is not None and cfg.training.restore_best:
         callbacks.append(EarlyStoppingCallback(early.patience, early.min_delta))
@@ -139,4 +141,4 @@ def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eva
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    return trainer, overfit
+    return trainer, overfit, stop
