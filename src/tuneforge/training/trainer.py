@@ -96,6 +96,9 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
         lr_scheduler_type=t.scheduler,
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
+        # Fused AdamW (transformers' default with torch >= 2.8; pinned so an older stack cannot silently lose it):
+        # about 20% faster MiniLM steps on 2 CPU cores than the per-tensor loop.
+        optim="adamw_torch_fused",
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
         data_seed=t.seed,
