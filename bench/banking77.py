@@ -20,14 +20,13 @@ from _common import RESULTS, ROOT, machine, markdown_table, print_table, require
 # Per-method settings: chosen once on the validation split (see docs/bench/banking77.md), never on test.
 METHODS: dict[str, dict[str, Any]] = {
     "full": {"epochs": 4, "learning_rate": 2e-4},
-    "freeze": {"epochs": 10, "learning_rate": 5e-3},
-    "lora": {"epochs": 6, "learning_rate": 1e-3, "method": {"r": 16, "alpha": 32}},
-    "dora": {"epochs": 6, "learning_rate": 1e-3, "method": {"r": 16, "alpha": 32}},
+    "freeze": {"epochs": 10, "learning_rate": 1e-2},
+    "lora": {"epochs": 6, "learning_rate": 1e-3, "method": {"r": 8, "alpha": 16}},
+    "dora": {"epochs": 6, "learning_rate": 1e-3, "method": {"r": 8, "alpha": 16}},
     "ia3": {"epochs": 6, "learning_rate": 5e-3},
-    "prompt_tuning": {"epochs": 6, "learning_rate": 5e-3},
+    "prompt_tuning": {"epochs": 4, "learning_rate": 1e-2},
     "adapter": {"epochs": 6, "learning_rate": 1e-3},
 }
-
 
 def config(method: str, data_dir: Path, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return {
