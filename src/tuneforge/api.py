@@ -65,6 +65,33 @@ def _setup(cfg: RunConfig, resume: bool) -> Path | None:
     return latest_checkpoint(run_dir / "checkpoints")
 
 
+def _revision(cfg: RunConfig) -> dict[str, Any]:
+    return {"revision": cfg.model.revision} if cfg.model.revision else {}
+
+
+def _check_compatible(cfg: RunConfig, task: Any, method: Any, model_path: str) -> str:
+    """Catch config combinations that would only fail mid-run. Returns the early-stopping metric."""
+    import json
+
+    if method.prepends_virtual_tokens and task.per_token_outputs:
+        raise ConfigError(f"method {method.name!r} prepends virtual tokens, which shifts per-token outputs",
+                          key="method.name", fix=f"use lora, dora, ia3, adapter, freeze or full for {task.name}")
+    metric = cfg.training.early_stopping.metric
+    metric = task.primary_metric if metric == "auto" else metric.removeprefix("eval_")
+    allowed = [*task.metric_names(), "loss"]
+    if metric not in allowed:
+        raise ConfigError(f"{task.name} does not report {metric!r}", key="training.early_stopping.metric",
+                          fix=f"use one of: auto, {', '.join(allowed)}")
+    config_file = Path(model_path) / "config.json"
+    if config_file.is_file():
+        limit = json.loads(config_file.read_text()).get("max_position_embeddings")
+        extra = getattr(cfg.method, "num_virtual_tokens", 0)
+        if limit and cfg.data.max_length + extra > limit:
+            raise ConfigError(f"{cfg.data.max_length} (+{extra} virtual tokens) exceeds the model's {limit} positions",
+                              key="data.max_length", fix=f"set data.max_length to at most {limit - extra}")
+    return metric
+
+
 def prepare_data(config: RunConfig | str | Path, overrides: list[str] | None = None) -> Any:
     """Load, validate, clean and split the data of a config; returns PreparedData (with its report)."""
     from tuneforge.data.prepare import prepare_data as _prepare
@@ -103,9 +130,10 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     set_seed(cfg.training.seed)
 
     model_path = resolve_model_path(cfg.model)
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
     task = TASKS.get(cfg.task.name)(cfg.task)
     method = METHODS.get(cfg.method.name)(cfg.method)
+    metric = _check_compatible(cfg, task, method, model_path)
     data = _prepare(cfg, task, tokenizer)
     if resume and (run_dir / "data" / "report.json").is_file():
         saved = read_json(run_dir / "data" / "report.json")["fingerprints"]
@@ -122,26 +150,31 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
 
     labels = data.labels
     model = task.build_model(model_path, labels, pad_token_id=tokenizer.pad_token_id,
-                             trust_remote_code=cfg.model.trust_remote_code)
+                             trust_remote_code=cfg.model.trust_remote_code, **_revision(cfg))
     device = "cuda" if torch.cuda.is_available() and cfg.training.device in ("auto", "cuda") else "cpu"
     write_json(run_dir / "environment.json", environment(device))
     head = task.head_info(model)
-    model = method.apply(model, head)
+    try:
+        model = method.apply(model, head)
+    except (ValueError, KeyError) as exc:  # PEFT: target modules that match nothing, bad combinations
+        raise ConfigError(f"cannot apply method {method.name!r}: {str(exc).splitlines()[0]}", key="method",
+                          fix="check the method's settings (e.g. target_modules) against the model") from None
     trainable, total = count_parameters(model)
     con.print(f"method [bold]{method.name}[/bold]: {trainable:,} trainable of {total:,} parameters "
               f"({100 * trainable / total:.2f}%)")
     max_len = cfg.data.max_length
     train_ds = task.encode(data.splits["train"], tokenizer, labels, max_len)
     val_ds = task.encode(data.splits["validation"], tokenizer, labels, max_len)
-    metric = cfg.training.early_stopping.metric
-    metric = task.primary_metric if metric == "auto" else metric
     weights = task.loss_weights(data.splits["train"], labels) if cfg.training.class_weights else None
     trainer, overfit, stop = build_trainer(cfg, model, tokenizer, train_ds, val_ds, task.collator(tokenizer),
                                      task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
                                      weights)
     write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        stop.restore_handlers()
     train_seconds = time.perf_counter() - start
     if stop.requested:
         write_json(run_dir / "run.json", {"status": "interrupted", "step": trainer.state.global_step})
@@ -149,7 +182,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                              f"{run_dir / 'checkpoints'}", fix="continue with `tuneforge train CONFIG --resume`")
     model = trainer.model
     history = [dict(h) for h in trainer.state.log_history]
-    save_model(run_dir / "model", task, method, model, tokenizer, labels, model_path, max_len)
+    save_model(run_dir / "model", task, method, model, tokenizer, labels,
+               "default" if cfg.model.path == "default" else model_path, max_len)
 
     eval_bs = cfg.training.eval_batch_size
     test = task.evaluate(model, tokenizer, data.splits["test"], labels, max_len, eval_bs)
@@ -170,15 +204,21 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                   "stopped_early": bool(trainer.state.global_step < trainer.state.max_steps)}
     write_json(run_dir / "history.json", history)
     write_report(run_dir / "report.md", cfg, rows, primary, secondary, test, train_info, data.report, plots)
-    write_text(run_dir / "README.md", model_card(cfg, test.metrics, rows, data.report, trainable, total))
-    metrics = {"test": test.metrics, "per_class": test.per_class, "baselines": {k: v.metrics for k, v in base.items()},
-               "comparison": rows, "train": train_info, "primary_metric": primary}
+    card = model_card(cfg, method.library_name, test.metrics, rows, data.report, trainable, total)
+    write_text(run_dir / "README.md", card)
+    metrics = {"test": test.metrics, "per_class": test.per_class,
+               "baselines": {k: v.metrics for k, v in base.items()}, "comparison": rows, "train": train_info,
+               "primary_metric": primary}
     write_json(run_dir / "metrics.json", metrics)
     tracking: dict[str, Any] = {}
     if cfg.tracking.mlflow:
         from tuneforge.registry.tracking import log_run
 
-        tracking = log_run(cfg, run_dir, test.metrics, metrics["baselines"], history)
+        try:
+            tracking = log_run(cfg, run_dir, test.metrics, metrics["baselines"], history)
+        except Exception as exc:  # the run itself is complete and recorded on disk; tracking is a mirror
+            tracking = {"error": f"{type(exc).__name__}: {exc}"}
+            con.print(f"[yellow]warning: MLflow logging failed ({exc}); the run folder is complete[/yellow]")
     write_json(run_dir / "run.json", {"status": "finished", "finished": time.time(), "tracking": tracking})
     con.print(f"report: {run_dir / 'report.md'}")
     return RunResult(run_dir, test.metrics, metrics["baselines"], rows, train_info, tracking)

@@ -185,7 +185,11 @@ def set_override(raw: dict[str, Any], assignment: str) -> None:
             child = {"name": child}
         node[part] = child if isinstance(child, dict) else {}
         node = node[part]
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"override value {value!r} is not valid YAML", key=key.strip(),
+                          fix="quote strings, e.g. --set name='\"my run\"'") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

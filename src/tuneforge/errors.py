@@ -65,3 +65,7 @@ class RunInterrupted(TuneforgeError):
     """Training was stopped by a signal after saving a checkpoint."""
 
     exit_code = 130
+
+
+class TrainingDiverged(TuneforgeError):
+    """The loss became NaN or infinite."""

@@ -154,8 +154,19 @@ def test_folder_of_data_files_loads_like_a_hub_dataset(tmp_path: Path) -> None:
     assert got[0][1].endswith("repo[train]")
 
 
-def test_hub_names_need_explicit_permission() -> None:
-    from tuneforge.errors import ConfigError
+def test_hub_names_need_explicit_format_and_permission() -> None:
+    from tuneforge.errors import ConfigError, DataError
 
+    with pytest.raises(DataError, match="file not found"):  # a mistyped relative path is never sent to a hub
+        list(read_records("someorg/somedata", "auto", "classification", allow_hub=True))
     with pytest.raises(ConfigError, match="hub access is off"):
-        list(read_records("someorg/somedata", "auto", "classification", allow_hub=False))
+        list(read_records("someorg/somedata", "hub", "classification", allow_hub=False))
+
+
+def test_split_rounding_does_not_starve_small_classes() -> None:
+    rows = [ex(f"t{c}-{i}", f"c{c}") for c in range(100) for i in range(9)]
+    splits = stratified_split(rows, CLS, (0.8, 0.1, 0.1), seed=0)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 720, "validation": 90, "test": 90}  # exact 10%
+    rows = [ex(f"t{c}-{i}", f"c{c}") for c in range(150) for i in range(15)]
+    splits = stratified_split(rows, CLS, (0.8, 0.1, 0.1), seed=0)
+    assert len(splits["validation"]) == len(splits["test"]) == 225  # exactly 10% each

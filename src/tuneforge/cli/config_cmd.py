@@ -87,6 +87,7 @@ def init(task: Annotated[str, typer.Option("--task", help="classification | toke
         raise ConfigError(f"no starter for task {task!r}", key="--task", fix=f"use one of: {', '.join(STARTERS)}")
     if out.exists() and not force:
         raise ConfigError("file exists", file=out, fix="choose another --out or pass --force")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(STARTERS[task])
     console.print(f"wrote {out}")
 

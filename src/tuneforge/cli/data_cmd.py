@@ -21,7 +21,7 @@ def inspect(file: Annotated[str, typer.Argument(help="Data file or datasets fold
             task: Annotated[str, typer.Option("--task", help="Validate as this task.")] = "classification",
             text: Annotated[str, typer.Option("--text-column")] = "text",
             label: Annotated[str, typer.Option("--label-column")] = "label",
-            rows: Annotated[int, typer.Option("--rows", help="Example rows to show.")] = 5) -> None:
+            rows: Annotated[int, typer.Option("--rows", min=1, help="Example rows to show.")] = 5) -> None:
     """Show a file's format, columns, example rows, and validate it as a task (errors name file:line)."""
     from tuneforge.config import ColumnsConfig
     from tuneforge.data.sources import detect_format, read_records

@@ -73,11 +73,14 @@ def _read_predict_input(file: Path, cfg: object) -> list[tuple[object, dict]]:
     columns = cfg.data.columns  # type: ignore[attr-defined]
     task = cfg.task.name  # type: ignore[attr-defined]
     key = columns.tokens if task == "token_classification" else columns.text
+    pair = columns.text_pair if task != "token_classification" else None
     rows = []
     for raw, src, line in read_records(str(file), "auto", task):
-        if key not in raw or raw[key] in (None, "", []):
-            raise DataError(f"missing or empty '{key}'", file=src, line=line, fix=f"give every record a '{key}'")
-        rows.append((raw[key], raw))
+        for needed in [key] + ([pair] if pair else []):
+            if needed not in raw or raw[needed] in (None, "", []):
+                raise DataError(f"missing or empty '{needed}'", file=src, line=line,
+                                fix=f"give every record a '{needed}' (the model was trained with it)")
+        rows.append(((raw[key], raw[pair]) if pair else raw[key], raw))
     return rows
 
 

@@ -20,7 +20,10 @@ def _summary(path: Path) -> dict:
     cfg_text = (path / "config.yaml").read_text() if (path / "config.yaml").is_file() else ""
     import yaml
 
-    cfg = yaml.safe_load(cfg_text) or {}
+    try:
+        cfg = yaml.safe_load(cfg_text) or {}
+    except yaml.YAMLError:
+        cfg = {}  # a damaged config still lists the run, with unknown task/method
     metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
     status = json.loads((path / "run.json").read_text()).get("status") if (path / "run.json").is_file() else "?"
     task = cfg.get("task", {})

@@ -15,9 +15,9 @@ _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,
 
 
 def _phone_ok(candidate: str) -> bool:
-    """7 to 15 digits (E.164's maximum) and not shaped like a date (2024-05-01, 01/05/2024)."""
+    """7 to 15 digits (E.164's maximum) and not starting like a date (2024-05-01, 01/05/2024)."""
     digits = sum(c.isdigit() for c in candidate)
-    return 7 <= digits <= 15 and not _DATE.fullmatch(candidate.strip())
+    return 7 <= digits <= 15 and not _DATE.match(candidate.strip())  # match: also "2024-05-01 12:30"
 
 
 def _luhn_ok(number: str) -> bool:

@@ -101,7 +101,14 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
         splits = remove_leakage(splits, task)
         leakage["removed"] = True
 
+    if not splits["train"]:
+        raise DataError("no training examples left: every one also occurs in validation or test",
+                        file=_paths(data.train)[0], fix="use different files for train and test, or set "
+                        "data.clean.remove_leakage: false to keep the overlap (and inflate the scores)")
     labels = list(data.labels) if data.labels else task.label_list(splits)
+    if len(labels) < 2 and task.name == "classification":
+        raise DataError(f"only one label ({labels[0] if labels else 'none'}) in the data", file=_paths(data.train)[0],
+                        fix="classification needs at least two labels; check data.columns.label")
     lengths = {name: lengths_of(exs) for name, exs in splits.items()}
     report = build_report(splits, task, lengths, data.max_length, sources=sources, cleaning=cleaning,
                           leakage=leakage, split_seed=split_seed, labels=labels)

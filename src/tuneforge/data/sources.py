@@ -28,7 +28,7 @@ def detect_format(path: str, declared: str, task_name: str) -> str:
     if p.is_dir():
         return "hf_dir"
     if not p.exists():
-        return "hub" if path.count("/") == 1 and not path.startswith((".", "/")) else "missing"
+        return "missing"  # hub names need an explicit `format: hub`, so a typo in a path is never sent out
     fmt = _EXTENSIONS.get(p.suffix.lower())
     if fmt is None and task_name == "token_classification":
         return "conll"  # CoNLL files often have no or odd extensions (e.g. wnut17train.conll, .txt)
@@ -165,12 +165,19 @@ def _read_hf_dir(path: str) -> Iterator[Record]:
 
 def _read_hub(name: str, allow_hub: bool) -> Iterator[Record]:
     if not allow_hub:
-        raise ConfigError(f"{name!r} is not a local path, and hub access is off", key="data.train",
+        raise ConfigError(f"{name!r} is a hub dataset, and hub access is off", key="data.format",
                           fix="point data.train at a local file or folder, or set model.allow_hub: true")
+    from tuneforge._env import allow_hub as enable_hub
+
+    enable_hub()
     from datasets import load_dataset
 
     spec, _, split = name.partition(":")
-    data = load_dataset(spec, split=split or "train")
+    try:
+        data = load_dataset(spec, split=split or "train")
+    except Exception as exc:  # network, unknown name, gated repo: one line, not a traceback
+        raise DataError(f"cannot load hub dataset ({str(exc).splitlines()[0]})", file=name,
+                        fix="check the name (owner/dataset[:split]) and the network") from None
     yield from _iter_dataset(data, f"hub:{spec}[{split or 'train'}]")
 
 

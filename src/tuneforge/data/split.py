@@ -14,26 +14,33 @@ Example = dict[str, Any]
 
 def stratified_split(examples: list[Example], task: Task, ratios: tuple[float, float, float], seed: int,
                      stratify: bool = True) -> dict[str, list[Example]]:
-    """Split each stratum (label key) by the ratios, so every split keeps the label distribution.
+    """Split each stratum (label key) so every split keeps the label distribution, seeded.
 
-    Rounding is done by largest remainder per stratum, so small classes still land in train first: a class with
-    one example goes to train, with two to train and validation, and so on.
+    Validation and test sizes follow the ratios over the *running* total of strata, so rounding errors do not pile
+    up: 100 classes of 9 examples at 80/10/10 give exactly 90 validation and 90 test examples (per-class rounding
+    would give none). A class always keeps at least one training example.
     """
     rng = random.Random(seed)
     strata: dict[str, list[Example]] = defaultdict(list)
     for ex in examples:
         strata[task.label_key(ex) if stratify else "all"].append(ex)
     splits: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
+    seen = taken_val = taken_test = 0
     for key in sorted(strata):
         group = strata[key]
         rng.shuffle(group)
         n = len(group)
-        n_val = int(n * ratios[1])
-        n_test = int(n * ratios[2])
+        seen += n
+        n_val = max(0, round(seen * ratios[1]) - taken_val)
+        n_test = max(0, round(seen * ratios[2]) - taken_test)
+        while n_val + n_test > n - 1 and n_val + n_test > 0:  # keep one example for training
+            if n_test >= n_val and n_test > 0:
+                n_test -= 1
+            else:
+                n_val -= 1
+        taken_val += n_val
+        taken_test += n_test
         n_train = n - n_val - n_test
-        if n_train == 0 and n:  # never leave a class out of training
-            n_train, n_val = 1, max(0, n_val - 1) if n_val else 0
-            n_test = n - n_train - n_val
         splits["train"] += group[:n_train]
         splits["validation"] += group[n_train:n_train + n_val]
         splits["test"] += group[n_train + n_val:]

@@ -11,6 +11,8 @@ from tuneforge.methods.base import HeadInfo, Method
 class PeftMethod(Method):
     """A method whose `peft_config` builds a PEFT config; PEFT wraps, saves (safetensors) and reloads."""
 
+    library_name = "peft"
+
     def peft_config(self, head: HeadInfo, model: Any) -> Any:
         raise NotImplementedError
 

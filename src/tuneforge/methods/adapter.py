@@ -21,8 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tuneforge.errors import ConfigError
-from tuneforge.methods.base import METHODS, HeadInfo, Method, MethodParams, freeze_all_but
-from tuneforge.methods.freeze import load_partial
+from tuneforge.methods.base import METHODS, HeadInfo, Method, MethodParams, freeze_all_but, load_partial
 
 ADAPTER_FILE = "adapter.safetensors"
 
@@ -93,7 +92,11 @@ def insert_adapters(model: nn.Module, params: AdapterParams) -> list[str]:
     if ffn is None or (params.placement == "houlsby" and attn is None):
         raise ConfigError(f"no default adapter placement for model type {model_type!r}", key="method.ffn_pattern",
                           fix="set method.attn_pattern and method.ffn_pattern to regexes of the output projections")
-    patterns = [re.compile(ffn)] + ([re.compile(attn)] if params.placement == "houlsby" and attn else [])
+    try:
+        patterns = [re.compile(ffn)] + ([re.compile(attn)] if params.placement == "houlsby" and attn else [])
+    except re.error as exc:
+        raise ConfigError(f"invalid regex ({exc})", key="method.attn_pattern / method.ffn_pattern",
+                          fix="write a Python regular expression matching module names") from None
     adapted = []
     for name, module in list(model.named_modules()):
         if any(p.search(name) for p in patterns) and not hasattr(module, "adapter"):

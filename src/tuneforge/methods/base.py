@@ -7,7 +7,6 @@ them its PEFT task type and which top-level modules are the freshly initialised 
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,10 @@ class Method(ABC):
     Params: ClassVar[type[MethodParams]]
     # True when `save` writes only part of the model, so loading needs the base model first.
     partial: ClassVar[bool] = True
+    # Library that loads the saved artefact on its own (model card metadata).
+    library_name: ClassVar[str] = "transformers"
+    # Prepends trainable virtual tokens (shifts per-token outputs, so unusable for token classification).
+    prepends_virtual_tokens: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams) -> None:
         self.params = params
@@ -78,5 +81,21 @@ def head_state_dict(model: Any, head: HeadInfo) -> dict[str, Any]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.split(".")[0] in head.head_modules}
 
 
-def write_method_meta(out_dir: Path, method: Method) -> None:
-    (out_dir / "method.json").write_text(json.dumps(method.params.model_dump(), indent=2))
+def load_partial(model: Any, path: Path) -> None:
+    """Load a partial state dict (safetensors); every saved key must exist in the model, else it is not for it."""
+    from safetensors.torch import load_file
+
+    from tuneforge.errors import CheckpointError
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file missing", fix="the run folder is incomplete; retrain or restore it")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for truncated files
+        raise CheckpointError(f"{path}: cannot be read ({exc})",
+                              fix="the file is damaged; retrain or restore it") from None
+    missing = set(state) - set(model.state_dict())
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} saved tensors do not fit this model (e.g. {min(missing)})",
+                              fix="load it with the base model and method it was trained with")
+    model.load_state_dict(state, strict=False)

@@ -21,6 +21,7 @@ class PromptTuningParams(MethodParams):
 class PromptTuning(PeftMethod):
     name = "prompt_tuning"
     Params = PromptTuningParams
+    prepends_virtual_tokens = True
 
     def peft_config(self, head: HeadInfo, model: Any) -> Any:
         from peft import PromptTuningConfig, PromptTuningInit

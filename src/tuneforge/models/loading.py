@@ -44,11 +44,12 @@ def resolve_model_path(cfg: ModelConfig) -> str:
                      fix="give a local model folder, 'default', or a hub id together with model.allow_hub: true")
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        extra = {"revision": revision} if revision else {}
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load a tokenizer from {path!r} ({str(exc).splitlines()[0]})",
                          fix="the model folder needs tokenizer files (tokenizer.json or vocab)") from None

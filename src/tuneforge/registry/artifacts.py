@@ -30,11 +30,18 @@ class LoadedModel:
 
 def save_model(out_dir: Path, task: Task, method: Method, model: Any, tokenizer: Any, labels: list[str],
                base_model: str, max_length: int) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    method.save(model, out_dir, task.head_info(_unwrap(model)))
-    tokenizer.save_pretrained(str(out_dir))
-    write_json(out_dir / META, {"task": task.params.model_dump(), "method": method.params.model_dump(),
+    """Write into a staging folder, then rename: a reader never sees half a model."""
+    import shutil
+
+    staging = out_dir.with_name(f".{out_dir.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    method.save(model, staging, task.head_info(_unwrap(model)))
+    tokenizer.save_pretrained(str(staging))
+    write_json(staging / META, {"task": task.params.model_dump(), "method": method.params.model_dump(),
                                 "labels": labels, "base_model": base_model, "max_length": max_length})
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
     return out_dir
 
 
@@ -59,7 +66,12 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
     tokenizer = load_tokenizer(str(model_dir))
     labels = meta["labels"]
     if method.partial:
-        base = task.build_model(meta["base_model"], labels, pad_token_id=tokenizer.pad_token_id)
+        base_path = meta["base_model"]
+        if base_path == "default":  # stored by name, so the run survives a new venv or a moved folder
+            from tuneforge.models.loading import default_model_path
+
+            base_path = str(default_model_path())
+        base = task.build_model(base_path, labels, pad_token_id=tokenizer.pad_token_id)
         model = method.load(base, model_dir, task.head_info(base))
     else:
         model = task.build_model(str(model_dir), labels, pad_token_id=tokenizer.pad_token_id)

@@ -7,13 +7,13 @@ from typing import Any
 import yaml
 
 
-def model_card(cfg: Any, metrics: dict[str, float], comparison: list[dict[str, Any]], data_report: dict[str, Any],
-               trainable: int, total: int) -> str:
+def model_card(cfg: Any, library_name: str, metrics: dict[str, float], comparison: list[dict[str, Any]],
+               data_report: dict[str, Any], trainable: int, total: int) -> str:
     task_name = cfg.task.name
     hf_task = {"classification": "text-classification", "token_classification": "token-classification"}.get(
         task_name, task_name)
     front = {
-        "library_name": "peft" if cfg.method.name in ("lora", "dora", "ia3", "prompt_tuning") else "transformers",
+        "library_name": library_name,
         "base_model": cfg.model.path,
         "pipeline_tag": hf_task,
         "tags": ["tuneforge", cfg.method.name, task_name],

@@ -56,12 +56,14 @@ def log_run(cfg: Any, run_dir: Path, test_metrics: dict[str, float], baselines: 
         for name, metrics in baselines.items():
             mlflow.log_metrics({f"baseline_{name}_{k}": float(v) for k, v in metrics.items()})
         for item in sorted(run_dir.iterdir()):
-            if item.name in ("checkpoints",) or item.name.startswith("."):
+            if item.name in ("checkpoints", "data") or item.name.startswith("."):
                 continue
             if item.is_dir():
                 mlflow.log_artifacts(str(item), artifact_path=item.name)
             else:
                 mlflow.log_artifact(str(item))
+        # The data report (counts, fingerprints) goes to the tracking store; the raw examples stay in the run folder.
+        mlflow.log_artifact(str(run_dir / "data" / "report.json"), artifact_path="data")
         run_id = run.info.run_id
         model_uri = f"{run.info.artifact_uri}/model"
     result: dict[str, Any] = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run_id}

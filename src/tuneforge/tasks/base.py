@@ -43,8 +43,10 @@ class EvalResult:
 class Task(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[TaskParams]]
-    # Metric used for early stopping and the headline comparison, and whether higher is better.
+    # Metric used for early stopping and the headline comparison (higher is better).
     primary_metric: ClassVar[str]
+    # One output per input token (NER): methods that prepend virtual tokens cannot be used.
+    per_token_outputs: ClassVar[bool] = False
 
     def __init__(self, params: TaskParams) -> None:
         self.params = params
@@ -102,6 +104,10 @@ class Task(ABC):
         return None
 
     @abstractmethod
+    def metric_names(self) -> list[str]:
+        """Names `compute_metrics` returns (validation metrics usable for early stopping, besides 'loss')."""
+
+    @abstractmethod
     def compute_metrics(self, labels: list[str]) -> Callable[[Any], dict[str, float]]:
         """Metrics from a transformers EvalPrediction, used during training."""
 
@@ -121,9 +127,6 @@ class Task(ABC):
     def plots(self, result: EvalResult, labels: list[str], out_dir: Path) -> list[Path]:
         return []
 
-    def starter_yaml(self) -> str:
-        """Task-specific part of `tuneforge config init`."""
-        return ""
 
 
 TASKS: Registry[Task] = Registry("task")

@@ -166,6 +166,11 @@ class Classification(Task):
         metrics, per_class = classification_metrics(refs.tolist(), preds.tolist(), labels)
         return metrics, per_class, preds
 
+    def metric_names(self) -> list[str]:
+        if self.params.multi_label:
+            return ["subset_accuracy", "micro_f1", "macro_f1"]
+        return ["accuracy", "macro_f1", "weighted_f1"]
+
     def compute_metrics(self, labels: list[str]) -> Callable[[Any], dict[str, float]]:
         def compute(eval_pred: Any) -> dict[str, float]:
             logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions

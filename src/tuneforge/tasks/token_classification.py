@@ -44,6 +44,7 @@ class TokenClassification(Task):
     name = "token_classification"
     Params = TokenClassificationParams
     primary_metric: ClassVar[str] = "f1"
+    per_token_outputs: ClassVar[bool] = True
     params: TokenClassificationParams
 
     # ---- data -------------------------------------------------------------------------------------------
@@ -148,6 +149,9 @@ class TokenClassification(Task):
         from transformers import DataCollatorForTokenClassification
 
         return DataCollatorForTokenClassification(tokenizer)
+
+    def metric_names(self) -> list[str]:
+        return ["precision", "recall", "f1", "macro_f1", "token_accuracy"]
 
     def compute_metrics(self, labels: list[str]) -> Callable[[Any], dict[str, float]]:
         tags = tag_names(labels)

@@ -6,13 +6,31 @@ import itertools
 import math
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
-from tuneforge.errors import TuneforgeError
+from tuneforge.errors import TrainingDiverged
 
 
-class TrainingDiverged(TuneforgeError):
-    pass
+def restore_attributes(callback: Any, state: Any) -> None:
+    """Put back what `ExportableState.state()` saved in the checkpoint being resumed (no-op on a fresh start).
+
+    transformers' own restore (`restore_callback_states_from_checkpoint`) builds new callback objects, which would
+    orphan the ones the API holds; restoring in place keeps them.
+    """
+    data = (state.stateful_callbacks or {}).get(type(callback).__name__)
+    if isinstance(data, list):
+        data = data[-1] if data else None
+    for key, value in (data or {}).get("attributes", {}).items():
+        setattr(callback, key, value)
+
+
+class ResumableEarlyStopping(EarlyStoppingCallback):
+    """Early stopping whose patience counter survives a resume, so a resumed run stops where an unbroken one would."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        super().on_train_begin(args, state, control, **kw)
+        restore_attributes(self, state)
 
 
 class RichProgress(TrainerCallback):
@@ -64,7 +82,7 @@ class RichProgress(TrainerCallback):
             self.progress = None
 
 
-class OverfitDetector(TrainerCallback):
+class OverfitDetector(TrainerCallback, ExportableState):
     """Warns (or stops) when validation loss rises for `patience` evaluations in a row while training loss falls."""
 
     def __init__(self, patience: int, stop: bool, console: Any | None = None) -> None:
@@ -73,6 +91,14 @@ class OverfitDetector(TrainerCallback):
         self.train_losses: list[float] = []
         self._window: list[float] = []
         self.events: list[dict[str, Any]] = []
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {"patience": self.patience, "stop": self.stop},
+                "attributes": {"eval_losses": self.eval_losses, "train_losses": self.train_losses,
+                               "_window": self._window, "events": self.events}}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        restore_attributes(self, state)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs and "loss" in logs:
@@ -141,6 +167,10 @@ class GracefulStop(TrainerCallback):
             control.should_training_stop = True
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.restore_handlers()
+
+    def restore_handlers(self) -> None:
+        """Also called in a `finally` by the API: a failed run must not leave Ctrl-C swallowed."""
         import signal
 
         for sig, handler in self._previous.items():

@@ -9,16 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from tuneforge.config import RunConfig
-from tuneforge.training.callbacks import GracefulStop, NanGuard, OverfitDetector, RichProgress
+from tuneforge.errors import ConfigError
+from tuneforge.training.callbacks import GracefulStop, NanGuard, OverfitDetector, ResumableEarlyStopping, RichProgress
 from tuneforge.training.sampler import SeededLengthGroupedSampler
 
 
 class TuneforgeTrainer(Trainer):
     """Trainer with reproducible length-grouped batches, atomic checkpoints and optional loss weights."""
+
+    # Our losses (the models' own and the class-weighted one) are per-batch means: let the Trainer divide by the
+    # accumulation steps. Left to itself it assumes models taking **kwargs already did, and gradients come out
+    # gradient_accumulation_steps times too large.
+    loss_is_scaled_for_ga = False
 
     def __init__(self, *args: Any, class_weights: torch.Tensor | None = None, group_by_length: bool = True,
                  **kwargs: Any) -> None:
@@ -84,6 +90,10 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
     steps_per_epoch = max(1, -(-n_train // (t.batch_size * t.gradient_accumulation_steps)))
     strategy = "steps" if t.eval_steps else "epoch"
     use_cpu = t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available())
+    if use_cpu and t.precision == "fp16":
+        raise ConfigError("fp16 needs a GPU", key="training.precision", fix="use fp32 or bf16 on CPU")
+    if t.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("no CUDA GPU is available here", key="training.device", fix="use device: auto or cpu")
     bf16 = t.precision == "bf16" or (t.precision == "auto" and not use_cpu and torch.cuda.is_bf16_supported())
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -134,8 +144,8 @@ def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eva
     stop = GracefulStop()
     callbacks: list[Any] = [RichProgress(console, quiet), overfit, NanGuard(), stop]
     early = cfg.training.early_stopping
-    if early.patience is not None and cfg.training.restore_best:
-        callbacks.append(EarlyStoppingCallback(early.patience, early.min_delta))
+    if early.patience is not None:
+        callbacks.append(ResumableEarlyStopping(early.patience, early.min_delta))
     trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics,
                                callbacks=callbacks, class_weights=class_weights,
