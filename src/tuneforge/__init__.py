@@ -16,13 +16,14 @@ __all__ = [
     "load_config",
     "load_run",
     "predict",
+    "predict_file",
     "prepare_data",
     "train",
 ]
 
 
 def __getattr__(name: str):  # lazy: importing tuneforge must stay cheap (the CLI starts fast)
-    if name in {"train", "load_run", "predict", "prepare_data"}:
+    if name in {"train", "load_run", "predict", "predict_file", "prepare_data"}:
         from tuneforge import api
 
         return getattr(api, name)

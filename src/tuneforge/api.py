@@ -186,8 +186,10 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                "default" if cfg.model.path == "default" else model_path, max_len)
 
     eval_bs = cfg.training.eval_batch_size
-    test = task.evaluate(model, tokenizer, data.splits["test"], labels, max_len, eval_bs)
-    base = task.baselines(model_path, tokenizer, data.splits, labels, max_len, cfg.evaluation.baselines)
+    with con.status(f"evaluating on {len(data.splits['test'])} test examples"):
+        test = task.evaluate(model, tokenizer, data.splits["test"], labels, max_len, eval_bs)
+    with con.status(f"measuring base-model baselines ({', '.join(cfg.evaluation.baselines) or 'none'})"):
+        base = task.baselines(model_path, tokenizer, data.splits, labels, max_len, cfg.evaluation.baselines)
     secondary = "accuracy" if "accuracy" in test.metrics else next(k for k in test.metrics if k != metric)
     primary = task.primary_metric
     rows = comparison_rows(method.name, test, base, primary, secondary)
@@ -255,3 +257,22 @@ def load_run(path: str | Path) -> Run:
 
 def predict(run: str | Path | Run, texts: list[Any]) -> list[dict[str, Any]]:
     return (run if isinstance(run, Run) else load_run(run)).predict(texts)
+
+
+def predict_file(run: str | Path | Run, in_file: str | Path) -> list[dict[str, Any]]:
+    """Predict every record of a data file (any supported format); returns the records with a `prediction`."""
+    from tuneforge.data.sources import read_records
+
+    loaded = run if isinstance(run, Run) else load_run(run)
+    columns, task = loaded.config.data.columns, loaded.config.task.name
+    key = columns.tokens if task == "token_classification" else columns.text
+    pair = columns.text_pair if task != "token_classification" else None
+    records, inputs = [], []
+    for raw, src, line in read_records(str(in_file), "auto", task):
+        for needed in [key] + ([pair] if pair else []):
+            if needed not in raw or raw[needed] in (None, "", []):
+                raise DataError(f"missing or empty '{needed}'", file=src, line=line,
+                                fix=f"give every record a '{needed}' (the model was trained with it)")
+        records.append(raw)
+        inputs.append((raw[key], raw[pair]) if pair else raw[key])
+    return [{**r, "prediction": p} for r, p in zip(records, loaded.predict(inputs), strict=True)]

@@ -45,18 +45,15 @@ def predict(run: Annotated[Path, typer.Argument(help="Run folder.")],
     """Predict with a finished run: one text, or a JSONL file of texts."""
     import json
 
-    from tuneforge.api import load_run
+    from tuneforge.api import load_run, predict_file
 
     if (text is None) == (file is None):
         raise TuneforgeError("give either a TEXT or --file", fix='tuneforge predict RUN "some text"')
-    loaded = load_run(run)
     if text is not None:
-        console.print_json(json.dumps(loaded.predict([text])[0]))
+        console.print_json(json.dumps(load_run(run).predict([text])[0]))
         return
     assert file is not None
-    rows = _read_predict_input(file, loaded.config)
-    results = loaded.predict([r[0] for r in rows])
-    lines = [json.dumps({**r[1], "prediction": p}, ensure_ascii=False) for r, p in zip(rows, results, strict=True)]
+    lines = [json.dumps(row, ensure_ascii=False) for row in predict_file(run, file)]
     if out is None:
         sys.stdout.write("\n".join(lines) + "\n")
     else:
@@ -64,24 +61,6 @@ def predict(run: Annotated[Path, typer.Argument(help="Run folder.")],
 
         write_text(out, "\n".join(lines) + "\n")
         console.print(f"wrote {len(lines)} predictions to {out}")
-
-
-def _read_predict_input(file: Path, cfg: object) -> list[tuple[object, dict]]:
-    from tuneforge.data.sources import read_records
-    from tuneforge.errors import DataError
-
-    columns = cfg.data.columns  # type: ignore[attr-defined]
-    task = cfg.task.name  # type: ignore[attr-defined]
-    key = columns.tokens if task == "token_classification" else columns.text
-    pair = columns.text_pair if task != "token_classification" else None
-    rows = []
-    for raw, src, line in read_records(str(file), "auto", task):
-        for needed in [key] + ([pair] if pair else []):
-            if needed not in raw or raw[needed] in (None, "", []):
-                raise DataError(f"missing or empty '{needed}'", file=src, line=line,
-                                fix=f"give every record a '{needed}' (the model was trained with it)")
-        rows.append(((raw[key], raw[pair]) if pair else raw[key], raw))
-    return rows
 
 
 def main() -> None:
