@@ -201,7 +201,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
              *task.plots(test, labels, plots_dir)]
     train_info = {"train_seconds": round(train_seconds, 2), "steps": trainer.state.global_step,
                   "epochs": trainer.state.epoch, "best_step": trainer.state.best_global_step,
-                  "best_metric": trainer.state.best_metric, "trainable_params": trainable, "total_params": total,
+                  "best_metric": trainer.state.best_metric, "metric": metric, "trainable_params": trainable,
+                  "total_params": total,
                   "overfitting": overfit.events, "resumed_from": str(resume_from) if resume_from else None,
                   "stopped_early": bool(trainer.state.global_step < trainer.state.max_steps)}
     write_json(run_dir / "history.json", history)

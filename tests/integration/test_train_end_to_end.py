@@ -118,3 +118,23 @@ def test_class_weights_and_decoder_model(tiny_llama: Path, intent_file: Path, tm
     assert res.code == 0, res.err
     metrics = json.loads((tmp_path / "runs" / "llama" / "metrics.json").read_text())
     assert 0 < metrics["train"]["trainable_params"] < metrics["train"]["total_params"]
+
+
+def test_multi_label_run(tiny_bert: Path, tmp_path: Path, cli) -> None:
+    rows = []
+    for i in range(120):
+        tags = [t for t, on in (("refund", i % 2 == 0), ("urgent", i % 3 == 0)) if on] or ["other"]
+        words = (["refund my order"] if "refund" in tags else ["where is my parcel"]) + \
+                (["right now asap"] if "urgent" in tags else ["when you can"])
+        rows.append({"text": f"{' '.join(words)} {i}", "label": "|".join(tags)})
+    data = write_jsonl(tmp_path / "ml.jsonl", rows)
+    cfg = base_config(tiny_bert, data, tmp_path / "runs", name="ml", task={"name": "classification",
+                                                                          "multi_label": True},
+                      training={"epochs": 10, "learning_rate": 5e-3, "early_stopping": {"patience": None}})
+    res = cli("train", write_yaml(tmp_path / "ml.yaml", cfg), "--quiet")
+    assert res.code == 0, res.err
+    metrics = json.loads((tmp_path / "runs" / "ml" / "metrics.json").read_text())
+    assert metrics["test"]["micro_f1"] > 0.7  # two independent keyword-marked labels
+    res = cli("predict", tmp_path / "runs" / "ml", "refund my order right now asap")
+    assert res.code == 0, res.err
+    assert set(json.loads(res.out)["labels"]) <= {"refund", "urgent", "other"}

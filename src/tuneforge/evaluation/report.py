@@ -40,6 +40,10 @@ def print_comparison(rows: list[dict[str, Any]], primary: str, secondary: str, c
     console.print(table)
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str, secondary: str,
                  test: EvalResult, train_info: dict[str, Any], data_report: dict[str, Any],
                  plots: list[Path]) -> Path:
@@ -50,7 +54,8 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
              f"Trained {train_info['trainable_params']:,} of {train_info['total_params']:,} parameters "
              f"({100 * train_info['trainable_params'] / train_info['total_params']:.2f}%) for "
              f"{train_info['steps']} steps in {train_info['train_seconds']:.0f} s; best checkpoint at step "
-             f"{train_info.get('best_step')} ({primary} on validation {train_info.get('best_metric')}).", "",
+             f"{train_info.get('best_step')} (validation {train_info.get('metric', primary)} "
+             f"{_fmt(train_info.get('best_metric'))}).", "",
              "## Test set", "", f"| model | {primary} | {secondary} | vs best baseline |", "|---|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['score']:.4f} | {r.get(secondary, float('nan')):.4f} | {r.get('delta', '')} |"
               for r in rows]
