@@ -82,6 +82,11 @@ def _check_compatible(cfg: RunConfig, task: Any, method: Any, model_path: str) -
     if metric not in allowed:
         raise ConfigError(f"{task.name} does not report {metric!r}", key="training.early_stopping.metric",
                           fix=f"use one of: auto, {', '.join(allowed)}")
+    requested = cfg.evaluation.baselines
+    unknown = [] if requested == "auto" else [n for n in requested if n not in task.baseline_names]
+    if unknown:
+        raise ConfigError(f"{task.name} has no baseline {unknown[0]!r}", key="evaluation.baselines",
+                          fix=f"use auto, [], or some of: {', '.join(task.baseline_names)}")
     config_file = Path(model_path) / "config.json"
     if config_file.is_file():
         limit = json.loads(config_file.read_text()).get("max_position_embeddings")
@@ -134,6 +139,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     task = TASKS.get(cfg.task.name)(cfg.task)
     method = METHODS.get(cfg.method.name)(cfg.method)
     metric = _check_compatible(cfg, task, method, model_path)
+    task.prepare_tokenizer(tokenizer)
     data = _prepare(cfg, task, tokenizer)
     if resume and (run_dir / "data" / "report.json").is_file():
         saved = read_json(run_dir / "data" / "report.json")["fingerprints"]
@@ -160,6 +166,9 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
         raise ConfigError(f"cannot apply method {method.name!r}: {str(exc).splitlines()[0]}", key="method",
                           fix="check the method's settings (e.g. target_modules) against the model") from None
     trainable, total = count_parameters(model)
+    if trainable == 0:
+        raise ConfigError(f"method {method.name!r} leaves nothing to train for task {task.name!r}", key="method.name",
+                          fix="use full, lora, dora, ia3 or adapter")
     con.print(f"method [bold]{method.name}[/bold]: {trainable:,} trainable of {total:,} parameters "
               f"({100 * trainable / total:.2f}%)")
     max_len = cfg.data.max_length
@@ -167,8 +176,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     val_ds = task.encode(data.splits["validation"], tokenizer, labels, max_len)
     weights = task.loss_weights(data.splits["train"], labels) if cfg.training.class_weights else None
     trainer, overfit, stop = build_trainer(cfg, model, tokenizer, train_ds, val_ds, task.collator(tokenizer),
-                                     task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
-                                     weights)
+                                           task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
+                                           weights, loss_only=task.loss_only_eval)
     write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
     start = time.perf_counter()
     try:
@@ -188,11 +197,12 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     eval_bs = cfg.training.eval_batch_size
     with con.status(f"evaluating on {len(data.splits['test'])} test examples"):
         test = task.evaluate(model, tokenizer, data.splits["test"], labels, max_len, eval_bs)
-    with con.status(f"measuring base-model baselines ({', '.join(cfg.evaluation.baselines) or 'none'})"):
-        base = task.baselines(model_path, tokenizer, data.splits, labels, max_len, cfg.evaluation.baselines)
+    names = list(task.baseline_names) if cfg.evaluation.baselines == "auto" else cfg.evaluation.baselines
+    with con.status(f"measuring base-model baselines ({', '.join(names) or 'none'})"):
+        base = task.baselines(model_path, tokenizer, data.splits, labels, max_len, names)
     secondary = "accuracy" if "accuracy" in test.metrics else next(k for k in test.metrics if k != metric)
     primary = task.primary_metric
-    rows = comparison_rows(method.name, test, base, primary, secondary)
+    rows = comparison_rows(method.name, test, base, primary, secondary)  # direction: lower is better for losses
     print_comparison(rows, primary, secondary, con)
 
     plots_dir = run_dir / "plots"

@@ -34,6 +34,12 @@ class ColumnsConfig(Strict):
     label: str = "label"
     tokens: str = "tokens"
     tags: str = "tags"
+    prompt: str = "prompt"
+    completion: str = "completion"
+    instruction: str = "instruction"
+    input: str = "input"
+    output: str = "output"
+    messages: str = "messages"
 
 
 class CleanConfig(Strict):
@@ -123,7 +129,10 @@ class TrackingConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    baselines: list[Literal["linear_probe", "zero_shot"]] = ["linear_probe", "zero_shot"]
+    baselines: list[str] | Literal["auto"] = Field(
+        "auto", description="Base-model baselines measured in the same run. 'auto': the task's own "
+                            "(classification: linear_probe, zero_shot; NER: linear_probe; sft: base_model); "
+                            "[] for none.")
 
 
 def _plugin_union(registry: Any) -> Any:

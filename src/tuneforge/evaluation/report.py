@@ -8,7 +8,8 @@ from typing import Any
 from tuneforge.tasks.base import EvalResult
 
 BASELINE_NAMES = {"linear_probe": "base model + linear probe (frozen features)",
-                  "zero_shot": "base model zero-shot (similarity to label names)"}
+                  "zero_shot": "base model zero-shot (similarity to label names)",
+                  "base_model": "base model (before fine-tuning)"}
 
 
 def comparison_rows(method: str, tuned: EvalResult, baselines: dict[str, EvalResult], primary: str,
@@ -16,11 +17,12 @@ def comparison_rows(method: str, tuned: EvalResult, baselines: dict[str, EvalRes
     """Rows for the table: every baseline, then the fine-tuned model with its gain over the best baseline."""
     rows = [{"model": BASELINE_NAMES.get(name, name), "key": name, "score": r.metrics.get(primary, float("nan")),
              secondary: r.metrics.get(secondary, float("nan"))} for name, r in baselines.items()]
-    best = max(rows, key=lambda r: r["score"]) if rows else None
+    sign = -1.0 if primary.endswith("loss") else 1.0  # a loss improves downwards
+    best = max(rows, key=lambda r: sign * r["score"]) if rows else None
     row: dict[str, Any] = {"model": f"fine-tuned ({method})", "key": "fine_tuned", "score": tuned.metrics[primary],
                            secondary: tuned.metrics.get(secondary, float("nan"))}
     if best is not None:
-        gain = tuned.metrics[primary] - best["score"]
+        gain = sign * (tuned.metrics[primary] - best["score"])
         row["delta_points"] = round(100 * gain, 2)
         row["delta_relative_pct"] = round(100 * gain / best["score"], 1) if best["score"] else None
         row["delta"] = f"{100 * gain:+.2f} pts ({row['delta_relative_pct']:+.1f}%)" if best["score"] else ""

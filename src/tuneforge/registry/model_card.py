@@ -10,7 +10,8 @@ import yaml
 def model_card(cfg: Any, library_name: str, metrics: dict[str, float], comparison: list[dict[str, Any]],
                data_report: dict[str, Any], trainable: int, total: int) -> str:
     task_name = cfg.task.name
-    hf_task = {"classification": "text-classification", "token_classification": "token-classification"}.get(
+    hf_task = {"classification": "text-classification", "token_classification": "token-classification",
+               "sft": "text-generation"}.get(
         task_name, task_name)
     front = {
         "library_name": library_name,

@@ -47,6 +47,13 @@ class Task(ABC):
     primary_metric: ClassVar[str]
     # One output per input token (NER): methods that prepend virtual tokens cannot be used.
     per_token_outputs: ClassVar[bool] = False
+    # Baselines this task can measure ("auto" runs all of them).
+    baseline_names: ClassVar[tuple[str, ...]] = ()
+    # Validation reports only the loss (generative tasks: logits over the vocabulary are too large to keep).
+    loss_only_eval: ClassVar[bool] = False
+
+    def prepare_tokenizer(self, tokenizer: Any) -> None:  # noqa: B027 - optional hook, deliberately empty
+        """Adjust the tokenizer before data is encoded (e.g. set the chat template that gets saved with it)."""
 
     def __init__(self, params: TaskParams) -> None:
         self.params = params

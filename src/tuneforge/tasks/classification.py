@@ -50,6 +50,7 @@ class Classification(Task):
     name = "classification"
     Params = ClassificationParams
     primary_metric: ClassVar[str] = "macro_f1"
+    baseline_names: ClassVar[tuple[str, ...]] = ("linear_probe", "zero_shot")
     params: ClassificationParams
 
     # ---- data -------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class TokenClassification(Task):
     name = "token_classification"
     Params = TokenClassificationParams
     primary_metric: ClassVar[str] = "f1"
+    baseline_names: ClassVar[tuple[str, ...]] = ("linear_probe",)
     per_token_outputs: ClassVar[bool] = True
     params: TokenClassificationParams
 

@@ -85,7 +85,8 @@ class TuneforgeTrainer(Trainer):
                            best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
 
 
-def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: int) -> TrainingArguments:
+def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: int,
+                       loss_only: bool = False) -> TrainingArguments:
     t = cfg.training
     steps_per_epoch = max(1, -(-n_train // (t.batch_size * t.gradient_accumulation_steps)))
     strategy = "steps" if t.eval_steps else "epoch"
@@ -132,14 +133,15 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
         **({"activation_checkpointing": True} if t.gradient_checkpointing else {}),
         train_sampling_strategy="random",  # length grouping is ours (seeded per epoch), see sampler.py
         save_only_model=False,
+        prediction_loss_only=loss_only,
     )
 
 
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, collator: Any,
                   compute_metrics: Any, metric: str, output_dir: Path, console: Any, quiet: bool = False,
-                  class_weights: torch.Tensor | None = None
+                  class_weights: torch.Tensor | None = None, loss_only: bool = False
                   ) -> tuple[TuneforgeTrainer, OverfitDetector, GracefulStop]:
-    args = training_arguments(cfg, output_dir, metric, len(train_ds))
+    args = training_arguments(cfg, output_dir, metric, len(train_ds), loss_only)
     overfit = OverfitDetector(cfg.training.overfit.patience, cfg.training.overfit.stop, console)
     stop = GracefulStop()
     callbacks: list[Any] = [RichProgress(console, quiet), overfit, NanGuard(), stop]

@@ -1,0 +1,222 @@
+"""Instruction / chat supervised fine-tuning of causal LMs: loss on assistant turns only, optional packing.
+
+Data: prompt/completion, Alpaca-style instruction/input/output, or chat `messages` (system/user/assistant, multi-turn);
+all become `messages`. The chat template is the tokenizer's own or a built-in one, and is saved with the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from tuneforge.data.packing import PackedCollator, pack
+from tuneforge.methods.base import HeadInfo
+from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
+from tuneforge.tasks.chat_templates import END_OF_TURN, TemplateError, choose_template, render, tokenize_with_mask
+
+ROLES = ("system", "user", "assistant")
+
+
+class SFTParams(TaskParams):
+    name: Literal["sft"] = "sft"
+    format: Literal["auto", "prompt_completion", "alpaca", "messages"] = "auto"
+    chat_template: Literal["auto", "tokenizer", "chatml", "llama3"] = Field(
+        "auto", description="auto: the tokenizer's own if it has one, else chatml.")
+    train_on_prompt: bool = Field(False, description="Also train on system/user tokens (default: assistant only).")
+    packing: bool = Field(True, description="Best-fit-decreasing packing, attention and positions reset per example.")
+    system_prompt: str | None = Field(None, description="Prepended as a system turn where a record has none.")
+    max_new_tokens: int = Field(128, ge=1, description="Generation length for predictions and samples.")
+
+
+def _text(raw: dict[str, Any], column: str) -> str:
+    value = raw.get(column)
+    if not isinstance(value, str) or not value.strip():
+        raise RecordError(f"missing or empty '{column}'", fix=f"give every record a non-empty '{column}' string")
+    return value
+
+
+@TASKS.register
+class SFT(Task):
+    name = "sft"
+    Params = SFTParams
+    primary_metric: ClassVar[str] = "loss"
+    baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
+    loss_only_eval: ClassVar[bool] = True
+    params: SFTParams
+
+    # ---- data -------------------------------------------------------------------------------------------
+    def _format(self, raw: dict[str, Any], c: Any) -> str:
+        if self.params.format != "auto":
+            return self.params.format
+        if c.messages in raw:
+            return "messages"
+        if c.instruction in raw and c.output in raw:
+            return "alpaca"
+        if c.prompt in raw and c.completion in raw:
+            return "prompt_completion"
+        raise RecordError(f"cannot tell the format (columns found: {', '.join(map(str, raw))})",
+                          fix=f"give '{c.messages}', or '{c.instruction}'+'{c.output}', or '{c.prompt}'+"
+                              f"'{c.completion}' (rename with data.columns)")
+
+    def parse(self, raw: dict[str, Any], columns: Any, known_labels: Sequence[str] | None) -> dict[str, Any]:
+        fmt = self._format(raw, columns)
+        if fmt == "prompt_completion":
+            messages = [{"role": "user", "content": _text(raw, columns.prompt)},
+                        {"role": "assistant", "content": _text(raw, columns.completion)}]
+        elif fmt == "alpaca":
+            extra = raw.get(columns.input)
+            prompt = _text(raw, columns.instruction) + (f"\n\n{extra}" if isinstance(extra, str) and extra else "")
+            messages = [{"role": "user", "content": prompt},
+                        {"role": "assistant", "content": _text(raw, columns.output)}]
+        else:
+            messages = self._messages(raw.get(columns.messages), columns.messages)
+        if self.params.system_prompt and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": self.params.system_prompt}, *messages]
+        return {"messages": messages}
+
+    @staticmethod
+    def _messages(value: Any, column: str) -> list[dict[str, str]]:
+        if not isinstance(value, list) or not value:
+            raise RecordError(f"'{column}' must be a non-empty list of {{role, content}} objects",
+                              fix='e.g. [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]')
+        out = []
+        for i, m in enumerate(value):
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                got = m.get("role") if isinstance(m, dict) else m
+                raise RecordError(f"message {i} has no valid role (got {got!r})", fix=f"roles are {', '.join(ROLES)}")
+            if not isinstance(m.get("content"), str) or not m["content"].strip():
+                raise RecordError(f"message {i} ({m['role']}) has empty content", fix="fill it in or drop the turn")
+            out.append({"role": m["role"], "content": m["content"]})
+        if not any(m["role"] == "assistant" for m in out):
+            raise RecordError("no assistant turn: nothing to learn", fix="add the assistant's reply")
+        return out
+
+    def text_of(self, example: dict[str, Any]) -> str:
+        return "\n".join(m["content"] for m in example["messages"])
+
+    def set_text(self, example: dict[str, Any], transform: Callable[[str], str]) -> dict[str, Any]:
+        return {**example, "messages": [{**m, "content": transform(m["content"])} for m in example["messages"]]}
+
+    def label_key(self, example: dict[str, Any]) -> str:
+        return "all"
+
+    def labels_of(self, example: dict[str, Any]) -> list[str]:
+        return []
+
+    def token_lengths(self, examples: list[dict[str, Any]], tokenizer: Any) -> list[int]:
+        if not examples:
+            return []
+        _, template = self._template(tokenizer)
+        texts = [render(tokenizer, template, e["messages"]) for e in examples]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    # ---- model ------------------------------------------------------------------------------------------
+    def _template(self, tokenizer: Any) -> tuple[str, str]:
+        try:
+            return choose_template(tokenizer, self.params.chat_template)
+        except TemplateError as exc:
+            from tuneforge.errors import ConfigError
+
+            raise ConfigError(str(exc), key="task.chat_template", fix="use auto, chatml or llama3") from None
+
+    def prepare_tokenizer(self, tokenizer: Any) -> None:
+        tokenizer.chat_template = self._template(tokenizer)[1]  # saved with the model: serving renders the same
+
+    def build_model(self, model_path: str, labels: list[str], **load_kwargs: Any) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        from tuneforge.models.loading import from_pretrained
+
+        pad_token_id = load_kwargs.pop("pad_token_id", None)
+        model = from_pretrained(AutoModelForCausalLM, model_path, **load_kwargs)
+        if model.config.pad_token_id is None and pad_token_id is not None:
+            model.config.pad_token_id = pad_token_id
+        # transformers only honours packed rows (block-diagonal masks from restarting position_ids) when no KV
+        # cache exists; with use_cache on, a training forward builds one and examples attend across boundaries.
+        model.config.use_cache = False
+        return model
+
+    def head_info(self, model: Any) -> HeadInfo:
+        return HeadInfo(peft_task_type="CAUSAL_LM", head_modules=())
+
+    def _encode_rows(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[dict]:
+        _, template = self._template(tokenizer)
+        return [tokenize_with_mask(tokenizer, template, e["messages"], max_length, self.params.train_on_prompt)
+                for e in examples]
+
+    def encode(self, examples: list[dict[str, Any]], tokenizer: Any, labels: list[str], max_length: int) -> Any:
+        from datasets import Dataset
+
+        rows = self._encode_rows(examples, tokenizer, max_length)
+        rows = [r for r in rows if any(x != -100 for x in r["labels"][1:])]  # truncation may cut every answer
+        if self.params.packing:
+            rows = pack(rows, max_length)
+        return Dataset.from_list(rows)
+
+    def collator(self, tokenizer: Any) -> Any:
+        if self.params.packing:
+            return PackedCollator(tokenizer.pad_token_id)
+        from transformers import DataCollatorForSeq2Seq
+
+        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
+
+    def metric_names(self) -> list[str]:
+        return []
+
+    def compute_metrics(self, labels: list[str]) -> Callable[[Any], dict[str, float]] | None:  # type: ignore[override]
+        return None
+
+    @torch.inference_mode()
+    def answer_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], max_length: int,
+                    batch_size: int) -> tuple[float, int]:
+        """Mean negative log-likelihood per trained (answer) token, and the token count."""
+        model.eval()
+        device = next(model.parameters()).device
+        rows = self._encode_rows(examples, tokenizer, max_length)
+        collate = PackedCollator(tokenizer.pad_token_id)
+        total, count = 0.0, 0
+        for start in range(0, len(rows), batch_size):
+            batch = collate([{**r, "position_ids": list(range(len(r["input_ids"])))}
+                             for r in rows[start:start + batch_size]])
+            logits = model(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
+                           use_cache=False).logits.float()
+            shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:].to(device)
+            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
+                                                     shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+            total += float(loss)
+            count += int((shift_labels != -100).sum())
+        return total / max(count, 1), count
+
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], labels: list[str],
+                 max_length: int, batch_size: int) -> EvalResult:
+        loss, tokens = self.answer_loss(model, tokenizer, examples, max_length, min(batch_size, 16))
+        return EvalResult({"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "answer_tokens": float(tokens)})
+
+    @torch.inference_mode()
+    def predict(self, model: Any, tokenizer: Any, texts: list[Any], labels: list[str], max_length: int,
+                batch_size: int) -> list[dict[str, Any]]:
+        name, template = self._template(tokenizer)
+        stop = END_OF_TURN.get(name)
+        device = next(model.parameters()).device
+        out = []
+        for text in texts:
+            messages = text if isinstance(text, list) else [{"role": "user", "content": str(text)}]
+            prompt = render(tokenizer, template, messages, generation_prompt=True)
+            enc = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(device)
+            ids = model.generate(**enc, max_new_tokens=self.params.max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, use_cache=True)
+            reply = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out.append({"reply": reply.split(stop)[0].strip() if stop else reply.strip()})
+        return out
+
+    def baselines(self, base_model_path: str, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
+                  labels: list[str], max_length: int, names: Sequence[str]) -> dict[str, EvalResult]:
+        """The base model's answer loss on the same test examples and template (before fine-tuning)."""
+        if not names:
+            return {}
+        base = self.build_model(base_model_path, [], pad_token_id=tokenizer.pad_token_id)
+        return {"base_model": self.evaluate(base, tokenizer, splits["test"], labels, max_length, 16)}
