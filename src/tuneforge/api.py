@@ -73,6 +73,14 @@ def _check_compatible(cfg: RunConfig, task: Any, method: Any, model_path: str) -
     """Catch config combinations that would only fail mid-run. Returns the early-stopping metric."""
     import json
 
+    supported = method.supported_task_types
+    if supported is not None and task.peft_task_type not in supported:
+        raise ConfigError(f"method {method.name!r} does not work for {task.name} models in this transformers "
+                          f"version", key="method.name", fix="use lora, dora, ia3 or adapter")
+    method.check_environment()
+    if method.uses_kv_prefix and getattr(cfg.task, "packing", False):
+        raise ConfigError(f"method {method.name!r} feeds a key/value prefix, which disables packed-sequence masks",
+                          key="task.packing", fix="set task.packing: false (or use lora)")
     if method.prepends_virtual_tokens and task.per_token_outputs:
         raise ConfigError(f"method {method.name!r} prepends virtual tokens, which shifts per-token outputs",
                           key="method.name", fix=f"use lora, dora, ia3, adapter, freeze or full for {task.name}")
@@ -156,7 +164,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
 
     labels = data.labels
     model = task.build_model(model_path, labels, pad_token_id=tokenizer.pad_token_id,
-                             trust_remote_code=cfg.model.trust_remote_code, **_revision(cfg))
+                             trust_remote_code=cfg.model.trust_remote_code, **_revision(cfg), **method.load_kwargs())
     device = "cuda" if torch.cuda.is_available() and cfg.training.device in ("auto", "cuda") else "cpu"
     write_json(run_dir / "environment.json", environment(device))
     head = task.head_info(model)

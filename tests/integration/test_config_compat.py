@@ -61,3 +61,17 @@ def test_gradient_accumulation_matches_a_larger_batch(tiny_bert: Path, intent_fi
     big = run("big", batch_size=16)
     accumulated = run("acc", batch_size=8, gradient_accumulation_steps=2)
     assert accumulated == pytest.approx(big, rel=0.05)  # without the fix the logged loss is 2x
+
+
+def test_qlora_on_cpu_fails_before_loading(tiny_causal: Path, tmp_path: Path, cli, intent_file: Path) -> None:
+    cfg = base_config(tiny_causal, intent_file, tmp_path / "runs", method={"name": "qlora"})
+    res = cli("train", write_yaml(tmp_path / "c.yaml", cfg))
+    assert res.code == 2 and "method.name" in res.err and "GPU" in res.err and "use lora" in res.err
+    assert not (tmp_path / "runs" / "t").exists()  # nothing was prepared or written
+
+
+def test_prefix_tuning_refuses_packing(tiny_causal: Path, tmp_path: Path, cli) -> None:
+    data = write_jsonl(tmp_path / "c.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)])
+    cfg = base_config(tiny_causal, data, tmp_path / "runs", task={"name": "sft"}, method={"name": "prefix_tuning"})
+    res = cli("train", write_yaml(tmp_path / "c.yaml", cfg))
+    assert res.code == 2 and "task.packing" in res.err

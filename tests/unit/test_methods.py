@@ -15,6 +15,7 @@ from tuneforge.tasks.token_classification import TokenClassification, TokenClass
 
 LABELS = ["a", "b", "c"]
 ALL = ["full", "freeze", "lora", "dora", "ia3", "prompt_tuning", "adapter"]
+CAUSAL = ["full", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "adapter"]
 
 
 def _batch(tokenizer, labels: bool = True) -> dict:
@@ -34,7 +35,7 @@ def _train_steps(model, batch: dict, steps: int = 3) -> None:
 
 
 def test_registry_has_every_method() -> None:
-    assert set(ALL) <= set(METHODS.names())
+    assert set(ALL) | set(CAUSAL) | {"qlora"} <= set(METHODS.names())
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -118,3 +119,38 @@ def test_token_classification_with_lora_reloads(tiny_bert: Path, tmp_path: Path)
     save_model(tmp_path, task, method, model, tokenizer, ["PER", "LOC"], str(tiny_bert), 32)
     loaded = load_model(tmp_path)
     assert loaded.task.tag(loaded.model, tokenizer, sentences, ["PER", "LOC"], 32, 8) == expected
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_causal_lm_methods_train_save_reload(name: str, tiny_causal: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from tuneforge.tasks.sft import SFT, SFTParams
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_causal))
+    task = SFT(SFTParams(packing=False))
+    method = METHODS.get(name)(METHODS.get(name).Params(name=name))
+    torch.manual_seed(0)
+    model = method.apply(task.build_model(str(tiny_causal), []), task.head_info(None))
+    trainable, total = count_parameters(model)
+    assert 0 < trainable <= total
+    enc = tokenizer(["refund my order please", "where is the parcel"], padding=True, return_tensors="pt")
+    batch = {**enc, "labels": enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)}
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    first = None
+    for _ in range(5):
+        loss = model(**batch).loss
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        last = model(**batch).loss.item()
+        expected = model(**enc).logits
+    assert last < first  # it trains
+    save_model(tmp_path, task, method, model, tokenizer, [], str(tiny_causal), 64)
+    with torch.no_grad():
+        got = load_model(tmp_path).model(**enc).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

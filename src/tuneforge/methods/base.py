@@ -41,6 +41,17 @@ class Method(ABC):
     library_name: ClassVar[str] = "transformers"
     # Prepends trainable virtual tokens (shifts per-token outputs, so unusable for token classification).
     prepends_virtual_tokens: ClassVar[bool] = False
+    # Feeds trained key/value prefixes as a cache (transformers then ignores packed-sequence masks).
+    uses_kv_prefix: ClassVar[bool] = False
+    # PEFT task types the method works with (None: all).
+    supported_task_types: ClassVar[tuple[str, ...] | None] = None
+
+    def check_environment(self) -> None:  # noqa: B027 - optional hook
+        """Raise ConfigError before anything loads if this machine cannot run the method (e.g. no GPU)."""
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments for the base model (e.g. 4-bit quantisation)."""
+        return {}
 
     def __init__(self, params: MethodParams) -> None:
         self.params = params

@@ -71,7 +71,11 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
             from tuneforge.models.loading import default_model_path
 
             base_path = str(default_model_path())
-        base = task.build_model(base_path, labels, pad_token_id=tokenizer.pad_token_id)
+        import torch
+
+        # Quantised bases (qlora) need a GPU; on CPU the adapters run on the full-precision base.
+        extra = method.load_kwargs() if torch.cuda.is_available() else {}
+        base = task.build_model(base_path, labels, pad_token_id=tokenizer.pad_token_id, **extra)
         model = method.load(base, model_dir, task.head_info(base))
     else:
         model = task.build_model(str(model_dir), labels, pad_token_id=tokenizer.pad_token_id)

@@ -45,6 +45,8 @@ class Task(ABC):
     Params: ClassVar[type[TaskParams]]
     # Metric used for early stopping and the headline comparison (higher is better).
     primary_metric: ClassVar[str]
+    # PEFT's task type for this task's models.
+    peft_task_type: ClassVar[str]
     # One output per input token (NER): methods that prepend virtual tokens cannot be used.
     per_token_outputs: ClassVar[bool] = False
     # Baselines this task can measure ("auto" runs all of them).

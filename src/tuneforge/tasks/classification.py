@@ -50,6 +50,7 @@ class Classification(Task):
     name = "classification"
     Params = ClassificationParams
     primary_metric: ClassVar[str] = "macro_f1"
+    peft_task_type: ClassVar[str] = "SEQ_CLS"
     baseline_names: ClassVar[tuple[str, ...]] = ("linear_probe", "zero_shot")
     params: ClassificationParams
 
@@ -129,7 +130,7 @@ class Classification(Task):
 
     def head_info(self, model: Any) -> HeadInfo:
         heads = tuple(name for name, _ in model.named_children() if name in HEAD_NAMES)
-        return HeadInfo(peft_task_type="SEQ_CLS", head_modules=heads)
+        return HeadInfo(peft_task_type=self.peft_task_type, head_modules=heads)
 
     def _targets(self, examples: list[dict[str, Any]], labels: list[str]) -> list[Any]:
         index = {lab: i for i, lab in enumerate(labels)}

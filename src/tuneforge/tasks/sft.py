@@ -44,6 +44,7 @@ class SFT(Task):
     name = "sft"
     Params = SFTParams
     primary_metric: ClassVar[str] = "loss"
+    peft_task_type: ClassVar[str] = "CAUSAL_LM"
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
     loss_only_eval: ClassVar[bool] = True
     params: SFTParams
@@ -141,7 +142,7 @@ class SFT(Task):
         return model
 
     def head_info(self, model: Any) -> HeadInfo:
-        return HeadInfo(peft_task_type="CAUSAL_LM", head_modules=())
+        return HeadInfo(peft_task_type=self.peft_task_type, head_modules=())
 
     def _encode_rows(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[dict]:
         _, template = self._template(tokenizer)

@@ -44,6 +44,7 @@ class TokenClassification(Task):
     name = "token_classification"
     Params = TokenClassificationParams
     primary_metric: ClassVar[str] = "f1"
+    peft_task_type: ClassVar[str] = "TOKEN_CLS"
     baseline_names: ClassVar[tuple[str, ...]] = ("linear_probe",)
     per_token_outputs: ClassVar[bool] = True
     params: TokenClassificationParams
@@ -117,7 +118,7 @@ class TokenClassification(Task):
 
     def head_info(self, model: Any) -> HeadInfo:
         heads = tuple(name for name, _ in model.named_children() if name in ("classifier", "score"))
-        return HeadInfo(peft_task_type="TOKEN_CLS", head_modules=heads)
+        return HeadInfo(peft_task_type=self.peft_task_type, head_modules=heads)
 
     def _align(self, word_ids: list[int | None], tag_ids: list[int], tags: list[str]) -> list[int]:
         out, prev = [], None
