@@ -224,7 +224,11 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                   "overfitting": overfit.events, "resumed_from": str(resume_from) if resume_from else None,
                   "stopped_early": bool(trainer.state.global_step < trainer.state.max_steps)}
     write_json(run_dir / "history.json", history)
-    write_report(run_dir / "report.md", cfg, rows, primary, secondary, test, train_info, data.report, plots)
+    if test.extra.get("samples"):
+        before = {s["prompt"]: s["generated"] for r in base.values() for s in r.extra.get("samples", [])}
+        write_jsonl(run_dir / "samples.jsonl", [{**s, "base_model": before.get(s["prompt"])}
+                                                 for s in test.extra["samples"]])
+    write_report(run_dir / "report.md", cfg, rows, primary, secondary, test, base, train_info, data.report, plots)
     card = model_card(cfg, method.library_name, test.metrics, rows, data.report, trainable, total)
     write_text(run_dir / "README.md", card)
     metrics = {"test": test.metrics, "per_class": test.per_class,

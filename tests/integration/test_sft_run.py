@@ -30,7 +30,7 @@ def test_sft_learns_answers_and_keeps_its_template(tiny_causal: Path, tmp_path: 
 
     data = write_jsonl(tmp_path / "chat.jsonl", _chat_rows())
     cfg = base_config(tiny_causal, data, tmp_path / "runs", name="sft", task={"name": "sft", "max_new_tokens": 12},
-                      training={"epochs": 8, "learning_rate": 3e-3, "batch_size": 8,
+                      training={"epochs": 30, "learning_rate": 5e-3, "batch_size": 8,
                                 "early_stopping": {"patience": None}},
                       evaluation={"baselines": "auto"})
     cfg["data"]["max_length"] = 128
@@ -41,12 +41,18 @@ def test_sft_learns_answers_and_keeps_its_template(tiny_causal: Path, tmp_path: 
     assert metrics["primary_metric"] == "loss"
     assert metrics["test"]["loss"] < 0.5 * metrics["baselines"]["base_model"]["loss"]  # held-out answer loss falls
     assert metrics["comparison"][-1]["delta_points"] > 0  # lower loss counts as an improvement
+    assert metrics["test"]["rouge_l"] > metrics["baselines"]["base_model"]["rouge_l"]
+    assert 0.0 <= metrics["test"]["exact_match"] <= 1.0
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert samples and {"prompt", "reference", "generated", "base_model"} <= set(samples[0])
+    assert "## Sample generations" in (run / "report.md").read_text()
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(str(run / "model")).chat_template == BUILTIN["chatml"]
     res = cli("predict", run, "refund order 7")
     assert res.code == 0, res.err
-    assert isinstance(json.loads(res.out)["reply"], str)
+    reply = json.loads(res.out)["reply"]
+    assert reply.startswith("Your") and "<|im" not in reply  # the saved template's end-of-turn marker stops it
 
 
 def test_bad_chat_data_names_file_and_line(tiny_causal: Path, tmp_path: Path, cli) -> None:

@@ -84,3 +84,11 @@ def test_padding_rows_do_not_change_packed_logits(tiny_causal: Path, tokenizer) 
         padded = logits[0, :len(short["input_ids"])]
         alone = model(input_ids=torch.tensor([short["input_ids"]])).logits[0]
     torch.testing.assert_close(padded, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_reply_is_cut_at_the_end_of_turn_marker() -> None:
+    from tuneforge.tasks.sft import _cut_at_stop
+
+    assert _cut_at_stop("Refund sent.<|im_end|>\n<|im_start|>user", "<|im_end|>") == "Refund sent."
+    assert _cut_at_stop("Refund sent.<|im", "<|im_end|>") == "Refund sent."
+    assert _cut_at_stop("no marker here", None) == "no marker here"

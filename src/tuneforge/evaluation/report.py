@@ -42,13 +42,18 @@ def print_comparison(rows: list[dict[str, Any]], primary: str, secondary: str, c
     console.print(table)
 
 
+def _cell(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str, secondary: str,
-                 test: EvalResult, train_info: dict[str, Any], data_report: dict[str, Any],
-                 plots: list[Path]) -> Path:
+                 test: EvalResult, baselines: dict[str, EvalResult], train_info: dict[str, Any],
+                 data_report: dict[str, Any], plots: list[Path]) -> Path:
     from tuneforge.registry.files import write_text
 
     lines = [f"# Run report: {cfg.name}", "",
@@ -67,9 +72,19 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
         lines += [f"- Overfitting at step {e['step']}: validation loss {e['eval_loss'][0]:.4f} -> "
                   f"{e['eval_loss'][-1]:.4f} while training loss fell" for e in train_info["overfitting"]]
         lines.append("")
-    lines += ["## Per class (test)", "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-    for name, m in sorted(test.per_class.items(), key=lambda kv: kv[1]["f1"]):
-        lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    if test.per_class:
+        lines += ["## Per class (test)", "", "| class | precision | recall | F1 | support |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, m in sorted(test.per_class.items(), key=lambda kv: kv[1]["f1"]):
+            lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    samples = test.extra.get("samples", [])
+    if samples:
+        before = {s["prompt"]: s["generated"] for r in baselines.values() for s in r.extra.get("samples", [])}
+        lines += ["## Sample generations (test)", "", "| prompt | reference | base model | fine-tuned |",
+                  "|---|---|---|---|"]
+        for sample in samples[:10]:
+            cells = [sample["prompt"], sample["reference"], before.get(sample["prompt"], ""), sample["generated"]]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     rows_count = data_report["rows"]
     lines += ["", "## Data", "", f"train {rows_count['train']} / validation {rows_count['validation']} / "
               f"test {rows_count['test']} after cleaning; imbalance ratio {data_report.get('imbalance_ratio')}; "

@@ -35,7 +35,8 @@ def choose_template(tokenizer: Any, requested: str) -> tuple[str, str]:
     if requested == "tokenizer" or (requested == "auto" and own):
         if not own:
             raise TemplateError("the tokenizer has no chat template")
-        return "tokenizer", own
+        # A built-in template saved with a tuned model keeps its name (and so its end-of-turn marker).
+        return next((name for name, source in BUILTIN.items() if source == own), "tokenizer"), own
     name = "chatml" if requested == "auto" else requested
     if name not in BUILTIN:
         raise TemplateError(f"unknown chat template {name!r}; built-in: {', '.join(BUILTIN)}")

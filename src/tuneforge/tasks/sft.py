@@ -30,6 +30,26 @@ class SFTParams(TaskParams):
     packing: bool = Field(True, description="Best-fit-decreasing packing, attention and positions reset per example.")
     system_prompt: str | None = Field(None, description="Prepended as a system turn where a record has none.")
     max_new_tokens: int = Field(128, ge=1, description="Generation length for predictions and samples.")
+    eval_generations: int = Field(32, ge=0, description="Test examples to generate for (exact match, ROUGE-L).")
+    answer_pattern: str | None = Field(None, description="Regex whose first group is the answer for exact match, "
+                                                          r"e.g. '####\s*(-?[\d,.]+)' for GSM8K; None: whole reply.")
+
+
+def _prompt_part(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation up to (not including) its last assistant turn: what a model is asked at test time."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last]
+
+
+def _cut_at_stop(reply: str, stop: str | None) -> str:
+    """Text before the end-of-turn marker; a marker cut short by max_new_tokens ('<|im') is dropped too."""
+    if stop:
+        reply = reply.split(stop)[0]
+        for k in range(len(stop) - 1, 0, -1):
+            if reply.endswith(stop[:k]):
+                reply = reply[:-k]
+                break
+    return reply.strip()
 
 
 def _text(raw: dict[str, Any], column: str) -> str:
@@ -194,8 +214,23 @@ class SFT(Task):
 
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], labels: list[str],
                  max_length: int, batch_size: int) -> EvalResult:
+        """Answer loss/perplexity on every example; exact match and ROUGE-L on the first `eval_generations`."""
+        from tuneforge.evaluation.generation import exact_match, mean_rouge_l
+
         loss, tokens = self.answer_loss(model, tokenizer, examples, max_length, min(batch_size, 16))
-        return EvalResult({"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "answer_tokens": float(tokens)})
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "answer_tokens": float(tokens)}
+        chosen = examples[:self.params.eval_generations]
+        if not chosen:
+            return EvalResult(metrics)
+        prompts = [_prompt_part(e["messages"]) for e in chosen]
+        references = [e["messages"][-1]["content"] if e["messages"][-1]["role"] == "assistant" else ""
+                      for e in chosen]
+        replies = [r["reply"] for r in self.predict(model, tokenizer, prompts, labels, max_length, batch_size)]
+        metrics["exact_match"] = exact_match(replies, references, self.params.answer_pattern)
+        metrics["rouge_l"] = mean_rouge_l(replies, references)
+        samples = [{"prompt": p[-1]["content"], "reference": r, "generated": g}
+                   for p, r, g in zip(prompts, references, replies, strict=True)]
+        return EvalResult(metrics, predictions=replies, references=references, extra={"samples": samples})
 
     @torch.inference_mode()
     def predict(self, model: Any, tokenizer: Any, texts: list[Any], labels: list[str], max_length: int,
@@ -208,10 +243,11 @@ class SFT(Task):
             messages = text if isinstance(text, list) else [{"role": "user", "content": str(text)}]
             prompt = render(tokenizer, template, messages, generation_prompt=True)
             enc = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(device)
+            stops = {"stop_strings": [stop], "tokenizer": tokenizer} if stop else {}
             ids = model.generate(**enc, max_new_tokens=self.params.max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, use_cache=True)
+                                 pad_token_id=tokenizer.pad_token_id, use_cache=True, **stops)
             reply = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            out.append({"reply": reply.split(stop)[0].strip() if stop else reply.strip()})
+            out.append({"reply": _cut_at_stop(reply, stop)})
         return out
 
     def baselines(self, base_model_path: str, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
