@@ -1,9 +1,13 @@
-"""An SFT run on a tiny causal LM through the CLI: learns the answers, saves its chat template, generates."""
+"""An SFT run on a tiny causal LM: learns the answers, saves its chat template, generates, chats, previews masks."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import base_config, write_jsonl, write_yaml
 
@@ -25,18 +29,28 @@ def _chat_rows(n: int = 90) -> list[dict]:
     return rows
 
 
-def test_sft_learns_answers_and_keeps_its_template(tiny_causal: Path, tmp_path: Path, cli) -> None:
-    from tuneforge.tasks.chat_templates import BUILTIN
+@pytest.fixture(scope="module")
+def sft_run(tiny_causal: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import tuneforge
+    from tuneforge.config import parse_config
 
-    data = write_jsonl(tmp_path / "chat.jsonl", _chat_rows())
-    cfg = base_config(tiny_causal, data, tmp_path / "runs", name="sft", task={"name": "sft", "max_new_tokens": 12},
+    tmp = tmp_path_factory.mktemp("sft")
+    data = write_jsonl(tmp / "chat.jsonl", _chat_rows())
+    cfg = base_config(tiny_causal, data, tmp / "runs", name="sft", task={"name": "sft", "max_new_tokens": 12},
                       training={"epochs": 30, "learning_rate": 5e-3, "batch_size": 8,
                                 "early_stopping": {"patience": None}},
                       evaluation={"baselines": "auto"})
     cfg["data"]["max_length"] = 128
-    res = cli("train", write_yaml(tmp_path / "sft.yaml", cfg), "--quiet")
-    assert res.code == 0, res.err
-    run = tmp_path / "runs" / "sft"
+    tuneforge.train(parse_config(cfg), quiet=True)
+    return tmp / "runs" / "sft", write_yaml(tmp / "sft.yaml", cfg)
+
+
+def test_sft_learns_answers_and_keeps_its_template(sft_run: tuple[Path, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    from tuneforge.tasks.chat_templates import BUILTIN
+
+    run, _ = sft_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["primary_metric"] == "loss"
     assert metrics["test"]["loss"] < 0.5 * metrics["baselines"]["base_model"]["loss"]  # held-out answer loss falls
@@ -46,13 +60,40 @@ def test_sft_learns_answers_and_keeps_its_template(tiny_causal: Path, tmp_path: 
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert samples and {"prompt", "reference", "generated", "base_model"} <= set(samples[0])
     assert "## Sample generations" in (run / "report.md").read_text()
-    from transformers import AutoTokenizer
-
     assert AutoTokenizer.from_pretrained(str(run / "model")).chat_template == BUILTIN["chatml"]
+
+
+def test_predict_and_generate_stop_at_end_of_turn(sft_run: tuple[Path, Path], cli) -> None:
+    run, _ = sft_run
     res = cli("predict", run, "refund order 7")
     assert res.code == 0, res.err
     reply = json.loads(res.out)["reply"]
     assert reply.startswith("Your") and "<|im" not in reply  # the saved template's end-of-turn marker stops it
+    res = cli("generate", run, "--prompt", "refund order 7", "--max-new-tokens", "12")
+    assert res.code == 0 and res.out.strip() == reply  # same template, same greedy decoding
+
+
+def test_chat_streams_and_keeps_history(sft_run: tuple[Path, Path]) -> None:
+    run, _ = sft_run
+    done = subprocess.run([sys.executable, "-m", "tuneforge.cli.main", "chat", str(run), "--max-new-tokens", "12"],
+                          input="refund order 3\n/reset\ncancel order 4\n/exit\n", capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    replies = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(replies) == 2 and all(r.startswith("Your") for r in replies)
+
+
+def test_generate_on_a_folder_that_is_no_run(tmp_path: Path, cli) -> None:
+    (tmp_path / "config.yaml").write_text("x: 1\n")
+    res = cli("generate", tmp_path, "--prompt", "hi")
+    assert res.code == 2 and "Traceback" not in res.err
+
+
+def test_preview_masks_highlights_only_answers(sft_run: tuple[Path, Path], cli) -> None:
+    _, config = sft_run
+    res = cli("data", "preview", config, "--masks", "--n", "2")
+    assert res.code == 0, res.err
+    assert "tokens trained" in res.out and "chat.jsonl:1" in res.out
 
 
 def test_bad_chat_data_names_file_and_line(tiny_causal: Path, tmp_path: Path, cli) -> None:

@@ -87,7 +87,7 @@ def test_padding_rows_do_not_change_packed_logits(tiny_causal: Path, tokenizer) 
 
 
 def test_reply_is_cut_at_the_end_of_turn_marker() -> None:
-    from tuneforge.tasks.sft import _cut_at_stop
+    from tuneforge.tasks._generation import cut_at_stop as _cut_at_stop
 
     assert _cut_at_stop("Refund sent.<|im_end|>\n<|im_start|>user", "<|im_end|>") == "Refund sent."
     assert _cut_at_stop("Refund sent.<|im", "<|im_end|>") == "Refund sent."

@@ -77,3 +77,40 @@ def prepare(config: Path,
         for name, rows in data.splits.items():
             write_jsonl(out / f"{name}.jsonl", rows)
         console.print(f"wrote {out}/report.json and the splits")
+
+
+@app.command()
+def preview(config: Path,
+            masks: Annotated[bool, typer.Option("--masks", help="Highlight the tokens the loss trains on.")] = False,
+            n: Annotated[int, typer.Option("--n", min=1, help="Examples to show.")] = 3,
+            overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a key.")] = None) -> None:
+    """Show the first training examples as the model will see them (with --masks: trained tokens in green)."""
+    from rich.text import Text
+
+    from tuneforge.config import load_config
+    from tuneforge.data.prepare import load_examples
+    from tuneforge.errors import ConfigError
+    from tuneforge.models.loading import load_tokenizer, resolve_model_path
+    from tuneforge.tasks import TASKS
+
+    cfg = load_config(config, overrides)
+    task = TASKS.get(cfg.task.name)(cfg.task)
+    if masks and not hasattr(task, "token_mask"):
+        raise ConfigError(f"--masks applies to generative tasks; {task.name} trains on labels, not tokens",
+                          key="task.name", fix="drop --masks")
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model.trust_remote_code)
+    task.prepare_tokenizer(tokenizer)
+    paths = [cfg.data.train] if isinstance(cfg.data.train, str) else list(cfg.data.train)
+    examples = load_examples(paths[:1], cfg, task, {})[:n]
+    for example in examples:
+        console.rule(example["_src"])
+        if not masks:
+            console.print(task.text_of(example), highlight=False)
+            continue
+        text = Text()
+        pieces = task.token_mask(example, tokenizer, cfg.data.max_length)
+        for piece, trained in pieces:
+            text.append(piece, style="bold green" if trained else "dim")
+        console.print(text)
+        trained = sum(1 for _, t in pieces if t)
+        console.print(f"[dim]{trained} of {len(pieces)} tokens trained[/dim]")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tuneforge.cli import config_cmd, data_cmd, runs_cmd
+from tuneforge.cli import config_cmd, data_cmd, generate_cmd, runs_cmd
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(name="tuneforge", help="Fine-tune, evaluate and version models privately, on your hardware.",
@@ -17,6 +17,8 @@ app = typer.Typer(name="tuneforge", help="Fine-tune, evaluate and version models
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(runs_cmd.app, name="runs")
+app.command()(generate_cmd.generate)
+app.command()(generate_cmd.chat)
 console = Console()
 err_console = Console(stderr=True)
 

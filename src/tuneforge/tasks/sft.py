@@ -16,7 +16,7 @@ from pydantic import Field
 from tuneforge.data.packing import PackedCollator, pack
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
-from tuneforge.tasks.chat_templates import END_OF_TURN, TemplateError, choose_template, render, tokenize_with_mask
+from tuneforge.tasks.chat_templates import TemplateError, choose_template, render, tokenize_with_mask
 
 ROLES = ("system", "user", "assistant")
 
@@ -39,17 +39,6 @@ def _prompt_part(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """The conversation up to (not including) its last assistant turn: what a model is asked at test time."""
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     return messages[:last]
-
-
-def _cut_at_stop(reply: str, stop: str | None) -> str:
-    """Text before the end-of-turn marker; a marker cut short by max_new_tokens ('<|im') is dropped too."""
-    if stop:
-        reply = reply.split(stop)[0]
-        for k in range(len(stop) - 1, 0, -1):
-            if reply.endswith(stop[:k]):
-                reply = reply[:-k]
-                break
-    return reply.strip()
 
 
 def _text(raw: dict[str, Any], column: str) -> str:
@@ -169,6 +158,11 @@ class SFT(Task):
         return [tokenize_with_mask(tokenizer, template, e["messages"], max_length, self.params.train_on_prompt)
                 for e in examples]
 
+    def token_mask(self, example: dict[str, Any], tokenizer: Any, max_length: int) -> list[tuple[str, bool]]:
+        """(token text, trained?) pairs: what `data preview --masks` shows before any training is spent."""
+        row = self._encode_rows([example], tokenizer, max_length)[0]
+        return [(tokenizer.decode([t]), lab != -100) for t, lab in zip(row["input_ids"], row["labels"], strict=True)]
+
     def encode(self, examples: list[dict[str, Any]], tokenizer: Any, labels: list[str], max_length: int) -> Any:
         from datasets import Dataset
 
@@ -232,23 +226,14 @@ class SFT(Task):
                    for p, r, g in zip(prompts, references, replies, strict=True)]
         return EvalResult(metrics, predictions=replies, references=references, extra={"samples": samples})
 
-    @torch.inference_mode()
     def predict(self, model: Any, tokenizer: Any, texts: list[Any], labels: list[str], max_length: int,
                 batch_size: int) -> list[dict[str, Any]]:
-        name, template = self._template(tokenizer)
-        stop = END_OF_TURN.get(name)
-        device = next(model.parameters()).device
-        out = []
-        for text in texts:
-            messages = text if isinstance(text, list) else [{"role": "user", "content": str(text)}]
-            prompt = render(tokenizer, template, messages, generation_prompt=True)
-            enc = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(device)
-            stops = {"stop_strings": [stop], "tokenizer": tokenizer} if stop else {}
-            ids = model.generate(**enc, max_new_tokens=self.params.max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, use_cache=True, **stops)
-            reply = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            out.append({"reply": _cut_at_stop(reply, stop)})
-        return out
+        """One reply per input: a user message (str) or a whole conversation (list of {role, content})."""
+        from tuneforge.tasks._generation import generate_reply
+
+        return [{"reply": generate_reply(model, tokenizer, t if isinstance(t, list) else
+                                         [{"role": "user", "content": str(t)}], self.params.chat_template,
+                                         self.params.max_new_tokens)} for t in texts]
 
     def baselines(self, base_model_path: str, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
                   labels: list[str], max_length: int, names: Sequence[str]) -> dict[str, EvalResult]:

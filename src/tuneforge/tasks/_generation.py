@@ -1,0 +1,73 @@
+"""Generation with a chat template: one reply, or a stream of text pieces for interactive chat."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from tuneforge.tasks.chat_templates import END_OF_TURN, choose_template, render
+
+
+def _prepare(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested: str) -> tuple[Any, str | None]:
+    name, template = choose_template(tokenizer, requested)
+    prompt = render(tokenizer, template, messages, generation_prompt=True)
+    enc = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(next(model.parameters()).device)
+    return enc, END_OF_TURN.get(name)
+
+
+def cut_at_stop(reply: str, stop: str | None) -> str:
+    """Text before the end-of-turn marker; a marker cut short by max_new_tokens ('<|im') is dropped too."""
+    if stop:
+        reply = reply.split(stop)[0]
+        for k in range(len(stop) - 1, 0, -1):
+            if reply.endswith(stop[:k]):
+                reply = reply[:-k]
+                break
+    return reply.strip()
+
+
+def _generate_kwargs(tokenizer: Any, stop: str | None, max_new_tokens: int, temperature: float) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+                              "use_cache": True, "do_sample": temperature > 0}
+    if temperature > 0:
+        kwargs["temperature"] = temperature
+    if stop:
+        kwargs.update(stop_strings=[stop], tokenizer=tokenizer)
+    return kwargs
+
+
+def generate_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str,
+                   max_new_tokens: int, temperature: float = 0.0) -> str:
+    import torch
+
+    enc, stop = _prepare(model, tokenizer, messages, requested_template)
+    with torch.inference_mode():
+        ids = model.generate(**enc, **_generate_kwargs(tokenizer, stop, max_new_tokens, temperature))
+    return cut_at_stop(tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True), stop)
+
+
+def stream_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str,
+                 max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+    """Yield the reply as it is generated (generation runs in a thread), stopping before the end-of-turn marker."""
+    from transformers import TextIteratorStreamer
+
+    enc, stop = _prepare(model, tokenizer, messages, requested_template)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    kwargs = {**enc, **_generate_kwargs(tokenizer, stop, max_new_tokens, temperature), "streamer": streamer}
+    worker = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
+    worker.start()
+    text = ""
+    shown = 0
+    for piece in streamer:
+        text += piece
+        visible = text.split(stop)[0] if stop else text
+        # Hold back anything that could be the start of the stop marker until it is decided.
+        safe = len(visible) - max((k for k in range(1, len(stop)) if visible.endswith(stop[:k])), default=0) \
+            if stop else len(visible)
+        if safe > shown:
+            yield visible[shown:safe]
+            shown = safe
+        if stop and stop in text:
+            break
+    worker.join()
