@@ -18,13 +18,22 @@ from tuneforge.training.callbacks import GracefulStop, NanGuard, OverfitDetector
 from tuneforge.training.sampler import SeededLengthGroupedSampler
 
 
-class TuneforgeTrainer(Trainer):
-    """Trainer with reproducible length-grouped batches, atomic checkpoints and optional loss weights."""
+class TuneforgeTrainerMixin:
+    """What every tuneforge trainer adds to a transformers/TRL trainer: reproducible length-grouped batches,
+    atomic checkpoints, correct loss scaling under gradient accumulation and optional class weights.
+
+    Mixed in before the library class (`class X(TuneforgeTrainerMixin, DPOTrainer)`, see `trainer_class`), so TRL's
+    trainers get the same behaviour as the plain Trainer without a second pipeline.
+    """
 
     # Our losses (the models' own and the class-weighted one) are per-batch means: let the Trainer divide by the
     # accumulation steps. Left to itself it assumes models taking **kwargs already did, and gradients come out
     # gradient_accumulation_steps times too large.
     loss_is_scaled_for_ga = False
+
+    args: Any
+    state: Any
+    train_dataset: Any
 
     def __init__(self, *args: Any, class_weights: torch.Tensor | None = None, group_by_length: bool = True,
                  **kwargs: Any) -> None:
@@ -35,15 +44,15 @@ class TuneforgeTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if not self.group_by_length:
-            return super()._get_train_sampler(train_dataset)
+        if not self.group_by_length or "input_ids" not in getattr(dataset, "column_names", []):
+            return super()._get_train_sampler(train_dataset)  # type: ignore[misc]
         lengths = [len(ids) for ids in dataset["input_ids"]]
         return SeededLengthGroupedSampler(lengths, self.args.train_batch_size, self.args.seed)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         if self.class_weights is None:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         logits = outputs.logits
@@ -58,7 +67,7 @@ class TuneforgeTrainer(Trainer):
 
     # ---- atomic checkpoints: write into a staging folder, then rename into place ---------------------------
     def _get_output_dir(self, trial: Any) -> str:
-        return self._staging or super()._get_output_dir(trial)
+        return self._staging or super()._get_output_dir(trial)  # type: ignore[misc]
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         final_root = self.args.output_dir
@@ -67,7 +76,7 @@ class TuneforgeTrainer(Trainer):
         os.makedirs(staging, exist_ok=True)
         self._staging = staging
         try:
-            super()._save_checkpoint(model, trial)
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
         finally:
             self._staging = None
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -83,6 +92,17 @@ class TuneforgeTrainer(Trainer):
 
         rotate_checkpoints(output_dir=final_root, save_total_limit=self.args.save_total_limit,
                            best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+
+
+class TuneforgeTrainer(TuneforgeTrainerMixin, Trainer):
+    """The transformers Trainer with tuneforge's behaviour (classification, NER, SFT)."""
+
+
+def trainer_class(base: type) -> type:
+    """A library trainer class (e.g. TRL's DPOTrainer) with tuneforge's behaviour mixed in."""
+    if base is Trainer:
+        return TuneforgeTrainer
+    return type(f"Tuneforge{base.__name__}", (TuneforgeTrainerMixin, base), {})
 
 
 def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: int,
