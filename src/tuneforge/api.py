@@ -168,6 +168,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     device = "cuda" if torch.cuda.is_available() and cfg.training.device in ("auto", "cuda") else "cpu"
     write_json(run_dir / "environment.json", environment(device))
     head = task.head_info(model)
+    task_facts = task.before_training(model, tokenizer, data.splits, cfg.training.seed, run_dir)
     try:
         model = method.apply(model, head)
     except (ValueError, KeyError) as exc:  # PEFT: target modules that match nothing, bad combinations
@@ -222,7 +223,12 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                   "best_metric": trainer.state.best_metric, "metric": metric, "trainable_params": trainable,
                   "total_params": total,
                   "overfitting": overfit.events, "resumed_from": str(resume_from) if resume_from else None,
-                  "stopped_early": bool(trainer.state.global_step < trainer.state.max_steps)}
+                  "stopped_early": bool(trainer.state.global_step < trainer.state.max_steps), **task_facts}
+    if "reference_loss" in test.metrics:
+        before = train_info.get("reference_loss_before")
+        after = test.metrics["reference_loss"]
+        train_info["forgetting"] = {"reference_loss_before": before, "reference_loss_after": after,
+                                    "change": after - before if before is not None else None}
     write_json(run_dir / "history.json", history)
     if test.extra.get("samples"):
         before = {s["prompt"]: s["generated"] for r in base.values() for s in r.extra.get("samples", [])}

@@ -61,6 +61,11 @@ def test_sft_learns_answers_and_keeps_its_template(sft_run: tuple[Path, Path]) -
     assert samples and {"prompt", "reference", "generated", "base_model"} <= set(samples[0])
     assert "## Sample generations" in (run / "report.md").read_text()
     assert AutoTokenizer.from_pretrained(str(run / "model")).chat_template == BUILTIN["chatml"]
+    forgetting = metrics["train"]["forgetting"]
+    assert forgetting["reference_loss_before"] == pytest.approx(metrics["baselines"]["base_model"]["reference_loss"])
+    assert forgetting["reference_loss_after"] == metrics["test"]["reference_loss"]
+    assert len((run / "data" / "reference.jsonl").read_text().splitlines()) == 32
+    assert "## Forgetting" in (run / "report.md").read_text()
 
 
 def test_predict_and_generate_stop_at_end_of_turn(sft_run: tuple[Path, Path], cli) -> None:
@@ -104,3 +109,23 @@ def test_bad_chat_data_names_file_and_line(tiny_causal: Path, tmp_path: Path, cl
                                                                    task={"name": "sft"})))
     assert res.code == 2 and "chat.jsonl:4" in res.err and "no assistant turn" in res.err
     assert "Traceback" not in res.err
+
+
+def test_replay_reduces_forgetting(tiny_causal: Path, tmp_path: Path) -> None:
+    """The same run with and without replay of reference text: replay must forget less."""
+    import tuneforge
+    from tuneforge.config import parse_config
+
+    data = write_jsonl(tmp_path / "chat.jsonl", _chat_rows(60))
+
+    def change(name: str, replay: float) -> float:
+        cfg = base_config(tiny_causal, data, tmp_path / "runs", name=name,
+                          task={"name": "sft", "eval_generations": 0,
+                                "forgetting": {"samples": 16, "sample_tokens": 32, "replay_ratio": replay}},
+                          training={"epochs": 10, "learning_rate": 5e-3, "batch_size": 8,
+                                    "early_stopping": {"patience": None}}, evaluation={"baselines": []})
+        return tuneforge.train(parse_config(cfg), quiet=True).train_info["forgetting"]["change"]
+
+    without, with_replay = change("plain", 0.0), change("replay", 0.5)
+    assert without > 0  # fine-tuning on narrow chat data raises the loss on general text
+    assert with_replay < without

@@ -72,6 +72,13 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
         lines += [f"- Overfitting at step {e['step']}: validation loss {e['eval_loss'][0]:.4f} -> "
                   f"{e['eval_loss'][-1]:.4f} while training loss fell" for e in train_info["overfitting"]]
         lines.append("")
+    forgetting = train_info.get("forgetting")
+    if forgetting and forgetting.get("change") is not None:
+        lines += ["## Forgetting", "", f"Language-model loss on the reference set ({train_info.get('reference_texts')} "
+                  f"texts, {train_info.get('reference_source')}): {forgetting['reference_loss_before']:.4f} before, "
+                  f"{forgetting['reference_loss_after']:.4f} after ({forgetting['change']:+.4f}). "
+                  + (f"Replay mixed {train_info['replay_examples']} reference texts into training."
+                     if train_info.get("replay_examples") else "No mitigation was enabled."), ""]
     if test.per_class:
         lines += ["## Per class (test)", "", "| class | precision | recall | F1 | support |",
                   "|---|---:|---:|---:|---:|"]

@@ -54,6 +54,12 @@ class Task(ABC):
     # Validation reports only the loss (generative tasks: logits over the vocabulary are too large to keep).
     loss_only_eval: ClassVar[bool] = False
 
+    def before_training(self, model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], seed: int,
+                        run_dir: Path) -> dict[str, Any]:
+        """Called with the base model before the method wraps it (e.g. to measure it on a reference set).
+        May add examples to splits['train']; returns facts for the run's records."""
+        return {}
+
     def prepare_tokenizer(self, tokenizer: Any) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Adjust the tokenizer before data is encoded (e.g. set the chat template that gets saved with it)."""
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.data.packing import PackedCollator, pack
 from tuneforge.methods.base import HeadInfo
@@ -19,6 +20,17 @@ from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParam
 from tuneforge.tasks.chat_templates import TemplateError, choose_template, render, tokenize_with_mask
 
 ROLES = ("system", "user", "assistant")
+
+
+class ForgettingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = Field(True, description="Measure loss on a reference set before and after training.")
+    reference: str | None = Field(None, description="JSONL of general text ('text' field); None: a seeded sample "
+                                                    "of the base model's own generations.")
+    samples: int = Field(32, ge=1, description="Generated reference texts (when no file is given).")
+    sample_tokens: int = Field(64, ge=8, description="Tokens per generated reference text.")
+    replay_ratio: float = Field(0.0, ge=0, le=1, description="Mix this share (of the training set size) of "
+                                                             "reference text into training (mitigation).")
 
 
 class SFTParams(TaskParams):
@@ -31,6 +43,7 @@ class SFTParams(TaskParams):
     system_prompt: str | None = Field(None, description="Prepended as a system turn where a record has none.")
     max_new_tokens: int = Field(128, ge=1, description="Generation length for predictions and samples.")
     eval_generations: int = Field(32, ge=0, description="Test examples to generate for (exact match, ROUGE-L).")
+    forgetting: ForgettingParams = ForgettingParams()
     answer_pattern: str | None = Field(None, description="Regex whose first group is the answer for exact match, "
                                                           r"e.g. '####\s*(-?[\d,.]+)' for GSM8K; None: whole reply.")
 
@@ -155,8 +168,36 @@ class SFT(Task):
 
     def _encode_rows(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[dict]:
         _, template = self._template(tokenizer)
-        return [tokenize_with_mask(tokenizer, template, e["messages"], max_length, self.params.train_on_prompt)
-                for e in examples]
+        rows = []
+        for e in examples:
+            if "replay_text" in e:  # forgetting mitigation: plain text, every token trained
+                ids = tokenizer(e["replay_text"], truncation=True, max_length=max_length)["input_ids"]
+                rows.append({"input_ids": ids, "labels": list(ids)})
+            else:
+                rows.append(tokenize_with_mask(tokenizer, template, e["messages"], max_length,
+                                               self.params.train_on_prompt))
+        return rows
+
+    def before_training(self, model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], seed: int,
+                        run_dir: Path) -> dict[str, Any]:
+        """Fix the reference set and measure the base model on it; add replay examples if asked."""
+        from tuneforge.evaluation.forgetting import lm_loss, read_reference, sample_reference
+        from tuneforge.registry.files import write_jsonl
+
+        f = self.params.forgetting
+        if not f.enabled:
+            return {}
+        texts = read_reference(f.reference) if f.reference else sample_reference(
+            model, tokenizer, f.samples, f.sample_tokens, seed)
+        self._reference = texts
+        write_jsonl(run_dir / "data" / "reference.jsonl", [{"text": t} for t in texts])
+        info: dict[str, Any] = {"reference_texts": len(texts), "reference_source": f.reference or "base-model samples",
+                                "reference_loss_before": lm_loss(model, tokenizer, texts, 512)}
+        if f.replay_ratio > 0 and texts:
+            k = round(f.replay_ratio * len(splits["train"]))
+            splits["train"] = splits["train"] + [{"replay_text": texts[i % len(texts)]} for i in range(k)]
+            info["replay_examples"] = k
+        return info
 
     def token_mask(self, example: dict[str, Any], tokenizer: Any, max_length: int) -> list[tuple[str, bool]]:
         """(token text, trained?) pairs: what `data preview --masks` shows before any training is spent."""
@@ -213,6 +254,11 @@ class SFT(Task):
 
         loss, tokens = self.answer_loss(model, tokenizer, examples, max_length, min(batch_size, 16))
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "answer_tokens": float(tokens)}
+        reference = getattr(self, "_reference", None)
+        if reference:
+            from tuneforge.evaluation.forgetting import lm_loss
+
+            metrics["reference_loss"] = lm_loss(model, tokenizer, reference, 512)
         chosen = examples[:self.params.eval_generations]
         if not chosen:
             return EvalResult(metrics)
