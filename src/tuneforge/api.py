@@ -186,7 +186,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     weights = task.loss_weights(data.splits["train"], labels) if cfg.training.class_weights else None
     trainer, overfit, stop = build_trainer(cfg, model, tokenizer, train_ds, val_ds, task.collator(tokenizer),
                                            task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
-                                           weights, loss_only=task.loss_only_eval)
+                                           weights, loss_only=task.loss_only_eval,
+                                           trainer_options=task.trainer_options())
     write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
     start = time.perf_counter()
     try:

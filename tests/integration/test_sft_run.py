@@ -111,21 +111,28 @@ def test_bad_chat_data_names_file_and_line(tiny_causal: Path, tmp_path: Path, cl
     assert "Traceback" not in res.err
 
 
-def test_replay_reduces_forgetting(tiny_causal: Path, tmp_path: Path) -> None:
-    """The same run with and without replay of reference text: replay must forget less."""
+def _forgetting_change(tiny_causal: Path, tmp: Path, name: str, **mitigation: float) -> float:
     import tuneforge
     from tuneforge.config import parse_config
 
-    data = write_jsonl(tmp_path / "chat.jsonl", _chat_rows(60))
+    data = write_jsonl(tmp / "chat.jsonl", _chat_rows(60))
+    cfg = base_config(tiny_causal, data, tmp / "runs", name=name,
+                      task={"name": "sft", "eval_generations": 0,
+                            "forgetting": {"samples": 16, "sample_tokens": 32, **mitigation}},
+                      training={"epochs": 10, "learning_rate": 5e-3, "batch_size": 8,
+                                "early_stopping": {"patience": None}}, evaluation={"baselines": []})
+    return tuneforge.train(parse_config(cfg), quiet=True).train_info["forgetting"]["change"]
 
-    def change(name: str, replay: float) -> float:
-        cfg = base_config(tiny_causal, data, tmp_path / "runs", name=name,
-                          task={"name": "sft", "eval_generations": 0,
-                                "forgetting": {"samples": 16, "sample_tokens": 32, "replay_ratio": replay}},
-                          training={"epochs": 10, "learning_rate": 5e-3, "batch_size": 8,
-                                    "early_stopping": {"patience": None}}, evaluation={"baselines": []})
-        return tuneforge.train(parse_config(cfg), quiet=True).train_info["forgetting"]["change"]
 
-    without, with_replay = change("plain", 0.0), change("replay", 0.5)
-    assert without > 0  # fine-tuning on narrow chat data raises the loss on general text
-    assert with_replay < without
+@pytest.fixture(scope="module")
+def unmitigated(tiny_causal: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
+    change = _forgetting_change(tiny_causal, tmp_path_factory.mktemp("plain"), "plain")
+    assert change > 0  # fine-tuning on narrow chat data raises the loss on general text
+    return change
+
+
+@pytest.mark.parametrize("mitigation", [{"replay_ratio": 0.5}, {"kl_to_base": 1.0}, {"backbone_lr_scale": 0.1}],
+                         ids=["replay", "kl-to-base", "lower-backbone-lr"])
+def test_each_mitigation_reduces_forgetting(mitigation: dict, unmitigated: float, tiny_causal: Path,
+                                            tmp_path: Path) -> None:
+    assert _forgetting_change(tiny_causal, tmp_path, "guarded", **mitigation) < unmitigated

@@ -60,6 +60,10 @@ class Task(ABC):
         May add examples to splits['train']; returns facts for the run's records."""
         return {}
 
+    def trainer_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for the trainer (e.g. forgetting mitigations)."""
+        return {}
+
     def prepare_tokenizer(self, tokenizer: Any) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Adjust the tokenizer before data is encoded (e.g. set the chat template that gets saved with it)."""
 

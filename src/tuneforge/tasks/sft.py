@@ -31,6 +31,10 @@ class ForgettingParams(BaseModel):
     sample_tokens: int = Field(64, ge=8, description="Tokens per generated reference text.")
     replay_ratio: float = Field(0.0, ge=0, le=1, description="Mix this share (of the training set size) of "
                                                              "reference text into training (mitigation).")
+    kl_to_base: float = Field(0.0, ge=0, description="Weight of a KL(tuned || base) penalty on answer tokens "
+                                                      "(mitigation).")
+    backbone_lr_scale: float = Field(1.0, gt=0, le=1, description="Learning-rate factor for pretrained weights; "
+                                                                  "adapters and heads keep the full rate (mitigation).")
 
 
 class SFTParams(TaskParams):
@@ -177,6 +181,10 @@ class SFT(Task):
                 rows.append(tokenize_with_mask(tokenizer, template, e["messages"], max_length,
                                                self.params.train_on_prompt))
         return rows
+
+    def trainer_options(self) -> dict[str, Any]:
+        f = self.params.forgetting
+        return {"kl_to_base": f.kl_to_base, "backbone_lr_scale": f.backbone_lr_scale}
 
     def before_training(self, model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], seed: int,
                         run_dir: Path) -> dict[str, Any]:

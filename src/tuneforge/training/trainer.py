@@ -15,6 +15,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from tuneforge.config import RunConfig
 from tuneforge.errors import ConfigError
 from tuneforge.training.callbacks import GracefulStop, NanGuard, OverfitDetector, ResumableEarlyStopping, RichProgress
+from tuneforge.training.regularizers import BaseModelReference, kl_to_base, parameter_groups
 from tuneforge.training.sampler import SeededLengthGroupedSampler
 
 
@@ -36,11 +37,23 @@ class TuneforgeTrainerMixin:
     train_dataset: Any
 
     def __init__(self, *args: Any, class_weights: torch.Tensor | None = None, group_by_length: bool = True,
-                 **kwargs: Any) -> None:
+                 kl_to_base: float = 0.0, backbone_lr_scale: float = 1.0, **kwargs: Any) -> None:
         self.class_weights = class_weights
         self.group_by_length = group_by_length
+        self.kl_to_base = kl_to_base
+        self.backbone_lr_scale = backbone_lr_scale
         self._staging: str | None = None
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._base_reference = BaseModelReference(self.model) if kl_to_base > 0 else None  # type: ignore[attr-defined]
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        if self.backbone_lr_scale == 1.0 or getattr(self, "optimizer", None) is not None:
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()  # type: ignore[misc]
+        groups = parameter_groups(self.model, self.args.weight_decay, self.backbone_lr_scale,  # type: ignore[attr-defined]
+                                  self.args.learning_rate)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, betas=(self.args.adam_beta1,
+                                           self.args.adam_beta2), eps=self.args.adam_epsilon, fused=True)
+        return self.optimizer
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -51,6 +64,11 @@ class TuneforgeTrainerMixin:
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
+        if self._base_reference is not None:
+            outputs = model(**inputs)
+            penalty = kl_to_base(outputs.logits, self._base_reference.logits(model, inputs), inputs["labels"])
+            loss = outputs.loss + self.kl_to_base * penalty
+            return (loss, outputs) if return_outputs else loss
         if self.class_weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
         labels = inputs.pop("labels")
@@ -159,7 +177,8 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
 
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, collator: Any,
                   compute_metrics: Any, metric: str, output_dir: Path, console: Any, quiet: bool = False,
-                  class_weights: torch.Tensor | None = None, loss_only: bool = False
+                  class_weights: torch.Tensor | None = None, loss_only: bool = False,
+                  trainer_options: dict[str, Any] | None = None
                   ) -> tuple[TuneforgeTrainer, OverfitDetector, GracefulStop]:
     args = training_arguments(cfg, output_dir, metric, len(train_ds), loss_only)
     overfit = OverfitDetector(cfg.training.overfit.patience, cfg.training.overfit.stop, console)
@@ -171,7 +190,7 @@ def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eva
     trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics,
                                callbacks=callbacks, class_weights=class_weights,
-                               group_by_length=cfg.training.group_by_length)
+                               group_by_length=cfg.training.group_by_length, **(trainer_options or {}))
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)

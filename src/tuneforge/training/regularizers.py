@@ -1,0 +1,65 @@
+"""Forgetting mitigations applied inside the trainer: KL-to-base penalty and a lower backbone learning rate."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+# Parameter names that belong to what a method adds (adapters, prompts, heads): these keep the full learning rate.
+_NEW_PARAM_MARKERS = ("lora_", ".adapter.", "prompt_encoder", "ia3_", "modules_to_save", "classifier", "score")
+
+
+class BaseModelReference:
+    """Base-model logits for the KL penalty: PEFT models switch their adapters off; others keep a frozen copy."""
+
+    def __init__(self, model: Any) -> None:
+        self.copy = None
+        if not hasattr(model, "disable_adapter"):
+            self.copy = copy.deepcopy(model).eval()
+            for p in self.copy.parameters():
+                p.requires_grad_(False)
+
+    @contextlib.contextmanager
+    def _base(self, model: Any) -> Iterator[Any]:
+        if self.copy is not None:
+            yield self.copy
+        else:
+            with model.disable_adapter():
+                yield model
+
+    @torch.no_grad()
+    def logits(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        with self._base(model) as base:
+            was_training = base.training
+            base.eval()
+            out = base(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+            base.train(was_training)
+        return out
+
+
+def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean KL(tuned || base) of the next-token distributions over trained positions (labels != -100)."""
+    mask = labels[:, 1:] != -100
+    tuned = torch.log_softmax(logits[:, :-1].float(), dim=-1)[mask]
+    base = torch.log_softmax(base_logits[:, :-1].float(), dim=-1)[mask]
+    if tuned.numel() == 0:
+        return logits.sum() * 0.0
+    return (tuned.exp() * (tuned - base)).sum(-1).mean()
+
+
+def parameter_groups(model: Any, weight_decay: float, backbone_scale: float, lr: float) -> list[dict[str, Any]]:
+    """AdamW groups: new parameters at `lr`, pretrained backbone parameters at `lr * backbone_scale`;
+    no weight decay on biases and norms (as transformers' default grouping)."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        new = any(marker in name for marker in _NEW_PARAM_MARKERS)
+        decay = param.ndim >= 2 and "norm" not in name.lower()
+        groups.setdefault((new, decay), []).append(param)
+    return [{"params": params, "lr": lr if new else lr * backbone_scale, "weight_decay": weight_decay if decay else 0.0}
+            for (new, decay), params in groups.items()]
