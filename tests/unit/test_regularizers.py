@@ -41,7 +41,7 @@ def test_kl_is_zero_for_identical_and_positive_otherwise() -> None:
 
 def test_parameter_groups_scale_only_the_backbone(tiny_causal: Path) -> None:
     model = _lora_model(tiny_causal)
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         p.requires_grad = True  # as in full fine-tuning plus adapters
     groups = parameter_groups(model, 0.01, 0.1, 1e-3)
     by_lr: dict[float, int] = {}
