@@ -85,7 +85,7 @@ def _check_compatible(cfg: RunConfig, task: Any, method: Any, model_path: str) -
         raise ConfigError(f"method {method.name!r} prepends virtual tokens, which shifts per-token outputs",
                           key="method.name", fix=f"use lora, dora, ia3, adapter, freeze or full for {task.name}")
     metric = cfg.training.early_stopping.metric
-    metric = task.primary_metric if metric == "auto" else metric.removeprefix("eval_")
+    metric = (task.training_metric or task.primary_metric) if metric == "auto" else metric.removeprefix("eval_")
     allowed = [*task.metric_names(), "loss"]
     if metric not in allowed:
         raise ConfigError(f"{task.name} does not report {metric!r}", key="training.early_stopping.metric",
@@ -187,7 +187,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     trainer, overfit, stop = build_trainer(cfg, model, tokenizer, train_ds, val_ds, task.collator(tokenizer),
                                            task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
                                            weights, loss_only=task.loss_only_eval,
-                                           trainer_options=task.trainer_options())
+                                           trainer_options=task.trainer_options(), spec=task.trainer_spec(cfg))
     write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
     start = time.perf_counter()
     try:

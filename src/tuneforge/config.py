@@ -40,6 +40,8 @@ class ColumnsConfig(Strict):
     input: str = "input"
     output: str = "output"
     messages: str = "messages"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
 
 
 class CleanConfig(Strict):

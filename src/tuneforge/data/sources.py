@@ -29,7 +29,9 @@ def detect_format(path: str, declared: str, task_name: str) -> str:
         return "hf_dir"
     if not p.exists():
         return "missing"  # hub names need an explicit `format: hub`, so a typo in a path is never sent out
-    fmt = _EXTENSIONS.get(p.suffix.lower())
+    suffixes = [x.lower() for x in p.suffixes]
+    suffix = suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else p.suffix.lower()  # x.jsonl.gz
+    fmt = _EXTENSIONS.get(suffix)
     if fmt is None and task_name == "token_classification":
         return "conll"  # CoNLL files often have no or odd extensions (e.g. wnut17train.conll, .txt)
     if fmt is None:
@@ -54,7 +56,10 @@ def read_records(path: str, fmt: str, task_name: str, allow_hub: bool = False) -
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
-    with open(path, "rb") as fh:
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             try:
                 text = raw.decode("utf-8")

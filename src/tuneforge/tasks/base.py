@@ -51,6 +51,8 @@ class Task(ABC):
     per_token_outputs: ClassVar[bool] = False
     # Baselines this task can measure ("auto" runs all of them).
     baseline_names: ClassVar[tuple[str, ...]] = ()
+    # Validation metric the trainer itself reports, used when early_stopping.metric is 'auto' (None: primary).
+    training_metric: ClassVar[str | None] = None
     # Validation reports only the loss (generative tasks: logits over the vocabulary are too large to keep).
     loss_only_eval: ClassVar[bool] = False
 
@@ -59,6 +61,12 @@ class Task(ABC):
         """Called with the base model before the method wraps it (e.g. to measure it on a reference set).
         May add examples to splits['train']; returns facts for the run's records."""
         return {}
+
+    def trainer_spec(self, cfg: Any) -> Any:
+        """The trainer class and its arguments class (default: transformers' Trainer)."""
+        from tuneforge.training.trainer import TrainerSpec
+
+        return TrainerSpec()
 
     def trainer_options(self) -> dict[str, Any]:
         """Extra keyword arguments for the trainer (e.g. forgetting mitigations)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,18 @@ def trainer_class(base: type) -> type:
     return type(f"Tuneforge{base.__name__}", (TuneforgeTrainerMixin, base), {})
 
 
+@dataclass
+class TrainerSpec:
+    """Which trainer runs a task: the library class, its arguments class and any extra settings for both."""
+
+    base: type = Trainer
+    args_class: type = TrainingArguments
+    args_extra: dict[str, Any] = field(default_factory=dict)
+    init_extra: dict[str, Any] = field(default_factory=dict)
+
+
 def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: int,
-                       loss_only: bool = False) -> TrainingArguments:
+                       loss_only: bool = False, spec: TrainerSpec | None = None) -> TrainingArguments:
     t = cfg.training
     steps_per_epoch = max(1, -(-n_train // (t.batch_size * t.gradient_accumulation_steps)))
     strategy = "steps" if t.eval_steps else "epoch"
@@ -134,7 +145,8 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
     if t.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("no CUDA GPU is available here", key="training.device", fix="use device: auto or cpu")
     bf16 = t.precision == "bf16" or (t.precision == "auto" and not use_cpu and torch.cuda.is_bf16_supported())
-    return TrainingArguments(
+    spec = spec or TrainerSpec()
+    settings: dict[str, Any] = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
@@ -173,24 +185,27 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
         save_only_model=False,
         prediction_loss_only=loss_only,
     )
+    return spec.args_class(**{**settings, **spec.args_extra})  # a task's own settings win (e.g. KTO's sampling)
 
 
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, collator: Any,
                   compute_metrics: Any, metric: str, output_dir: Path, console: Any, quiet: bool = False,
                   class_weights: torch.Tensor | None = None, loss_only: bool = False,
-                  trainer_options: dict[str, Any] | None = None
+                  trainer_options: dict[str, Any] | None = None, spec: TrainerSpec | None = None
                   ) -> tuple[TuneforgeTrainer, OverfitDetector, GracefulStop]:
-    args = training_arguments(cfg, output_dir, metric, len(train_ds), loss_only)
+    spec = spec or TrainerSpec()
+    args = training_arguments(cfg, output_dir, metric, len(train_ds), loss_only, spec)
     overfit = OverfitDetector(cfg.training.overfit.patience, cfg.training.overfit.stop, console)
     stop = GracefulStop()
     callbacks: list[Any] = [RichProgress(console, quiet), overfit, NanGuard(), stop]
     early = cfg.training.early_stopping
     if early.patience is not None:
         callbacks.append(ResumableEarlyStopping(early.patience, early.min_delta))
-    trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                               data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics,
-                               callbacks=callbacks, class_weights=class_weights,
-                               group_by_length=cfg.training.group_by_length, **(trainer_options or {}))
+    optional = {k: v for k, v in (("data_collator", collator), ("compute_metrics", compute_metrics)) if v is not None}
+    trainer = trainer_class(spec.base)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                       processing_class=tokenizer, callbacks=callbacks, class_weights=class_weights,
+                                       group_by_length=cfg.training.group_by_length, **optional,
+                                       **spec.init_extra, **(trainer_options or {}))
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
