@@ -58,3 +58,19 @@ def test_transcripts_that_differ_early_are_rejected(tiny_causal: Path, tmp_path:
     cfg = base_config(tiny_causal, data, tmp_path / "runs", task={"name": "preference"})
     res = cli("train", write_yaml(tmp_path / "p.yaml", cfg))
     assert res.code == 2 and "pairs.jsonl:5" in res.err and "differ before their final answers" in res.err
+
+
+def test_reward_model_ranks_held_out_pairs(tiny_causal: Path, tmp_path: Path, cli) -> None:
+    data = write_jsonl(tmp_path / "pairs.jsonl", _pairs())
+    cfg = base_config(tiny_causal, data, tmp_path / "runs", name="rm", task={"name": "reward"},
+                      method={"name": "lora", "r": 8, "alpha": 16},
+                      training={"epochs": 6, "learning_rate": 5e-3, "batch_size": 8,
+                                "early_stopping": {"patience": None}}, evaluation={"baselines": "auto"})
+    cfg["data"]["max_length"] = 96
+    res = cli("train", write_yaml(tmp_path / "rm.yaml", cfg), "--quiet")
+    assert res.code == 0, res.err[-3000:]
+    metrics = json.loads((tmp_path / "runs" / "rm" / "metrics.json").read_text())
+    assert metrics["test"]["pairwise_accuracy"] >= 0.9  # the good answer is always the same kind of text
+    assert metrics["test"]["mean_margin"] > 0
+    res = cli("predict", tmp_path / "runs" / "rm", "refund order 3")
+    assert res.code == 0 and isinstance(json.loads(res.out)["reward"], float)
