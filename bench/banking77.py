@@ -10,6 +10,7 @@ test set. Prints a table and writes bench/results/banking77.json and docs/bench/
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -22,10 +23,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "full": {"epochs": 4, "learning_rate": 2e-4},
     "freeze": {"epochs": 10, "learning_rate": 1e-2},
     "lora": {"epochs": 6, "learning_rate": 1e-3, "method": {"r": 8, "alpha": 16}},
-    "dora": {"epochs": 6, "learning_rate": 1e-3, "method": {"r": 8, "alpha": 16}},
-    "ia3": {"epochs": 6, "learning_rate": 5e-3},
-    "prompt_tuning": {"epochs": 4, "learning_rate": 1e-2},
-    "adapter": {"epochs": 6, "learning_rate": 1e-3},
+    "dora": {"epochs": 3, "learning_rate": 1e-3, "method": {"r": 8, "alpha": 16}},
+    "ia3": {"epochs": 4, "learning_rate": 5e-3},
+    "prompt_tuning": {"epochs": 3, "learning_rate": 1e-2},
+    "adapter": {"epochs": 4, "learning_rate": 1e-3},
 }
 
 def config(method: str, data_dir: Path, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -58,10 +59,22 @@ def tuneforge_curve(run_dir: Path, train_seconds: float) -> list[tuple[float, fl
     return [(train_seconds * h["step"] / last, h["eval_accuracy"]) for h in evals]
 
 
+def _same_finished_run(run_dir: Path, cfg: Any) -> bool:
+    """A finished run of exactly this config (resolved the same way tuneforge saves it)."""
+    from tuneforge.config import load_config, with_absolute_paths
+
+    if not (run_dir / "metrics.json").is_file():
+        return False
+    saved = with_absolute_paths(load_config(run_dir / "config.yaml")).model_dump(mode="json")
+    return saved == with_absolute_paths(cfg).model_dump(mode="json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--no-plain", action="store_true", help="skip the plain Trainer baseline")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read back rows whose finished run folder has the same config (no retraining)")
     args = parser.parse_args()
     data_dir = require_shared("data/banking77")
 
@@ -72,17 +85,21 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[float, float]]] = {}
     for method in args.methods.split(","):
-        shutil.rmtree(out / f"banking77-{method}", ignore_errors=True)
         cfg = parse_config(config(method, data_dir, out, METHODS[method]))
+        run_dir = out / f"banking77-{method}"
         began = time.perf_counter()
-        result = tuneforge.train(cfg, quiet=True)
-        info = result.train_info
-        curves[method] = tuneforge_curve(result.run_dir, info["train_seconds"])
+        reused = args.reuse and _same_finished_run(run_dir, cfg)
+        if not reused:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            tuneforge.train(cfg, quiet=True)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        info, test = metrics["train"], metrics["test"]
+        curves[method] = tuneforge_curve(run_dir, info["train_seconds"])
         rows.append({"method": method, "trainable params": info["trainable_params"],
                      "trainable %": 100 * info["trainable_params"] / info["total_params"],
                      "epochs": METHODS[method]["epochs"], "train s": info["train_seconds"],
-                     "test accuracy": result.test_metrics["accuracy"], "macro-F1": result.test_metrics["macro_f1"],
-                     "total s": time.perf_counter() - began})
+                     "test accuracy": test["accuracy"], "macro-F1": test["macro_f1"],
+                     "total s": "(reused)" if reused else time.perf_counter() - began})
         print_table("BANKING77 (so far)", rows, list(rows[0]))
     if not args.no_plain:
         from plain_trainer_banking77 import run as plain_run

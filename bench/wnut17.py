@@ -17,8 +17,8 @@ from typing import Any
 from _common import RESULTS, ROOT, machine, markdown_table, print_table, require_shared, save
 
 METHODS: dict[str, dict[str, Any]] = {
-    "full": {"epochs": 6, "learning_rate": 1e-4},
-    "lora": {"epochs": 6, "learning_rate": 1e-3, "method": {"r": 16, "alpha": 32}},
+    "full": {"epochs": 3, "learning_rate": 1e-4},
+    "lora": {"epochs": 3, "learning_rate": 1e-3, "method": {"r": 16, "alpha": 32}},
 }
 
 
