@@ -118,6 +118,7 @@ def main() -> None:
         cached = json.loads(cache.read_text()) if cache.is_file() else {}
         if args.reuse and cached.get("key") == key:
             plain = cached["result"]
+            plain["val_curve"] = plain["val_curve"][:int(epochs)]  # one validation point per epoch
         else:
             plain = plain_run(splits, epochs, RESULTS / "plain-trainer", str(default_model_path()))
             cache.write_text(json.dumps({"key": key, "result": plain}))
