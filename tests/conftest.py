@@ -181,3 +181,26 @@ def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          pad_token_id=tokenizer.pad_token_id)
     LlamaForCausalLM(config).save_pretrained(str(out), safe_serialization=True)
     return out
+
+
+# ---- bad-input test helpers (test_bad_inputs.py, test_bad_runs.py) ----------------------------------------
+
+
+def assert_user_error(res: Any, *needles: str, fix: str | None = None) -> None:
+    """Exit code 2, an `error:` message holding every needle (and the fix hint), no traceback anywhere."""
+    shown = f"exit code {res.code}\n--- stdout ---\n{res.out}\n--- stderr ---\n{res.err}"
+    assert "Traceback" not in res.err and "Traceback" not in res.out, shown
+    assert res.code == 2, shown
+    assert "error:" in res.err, shown
+    for needle in needles:
+        assert needle in res.err, f"{needle!r} missing from stderr\n{shown}"
+    if fix is not None:
+        assert "Fix:" in res.err, f"no fix hint\n{shown}"
+        assert fix in res.err, f"fix hint {fix!r} missing\n{shown}"
+
+
+def make_config(tmp_path: Path, model: Path, train: Path | str, name: str = "run.yaml", **extra: Any) -> Path:
+    """A tiny run config: the tiny BERT, 2 steps at most, no baselines, no MLflow."""
+    cfg = base_config(model, Path(train), tmp_path / "runs", **extra)
+    cfg["training"] = {**cfg["training"], "epochs": 1, "max_steps": 2}
+    return write_yaml(tmp_path / name, cfg)
