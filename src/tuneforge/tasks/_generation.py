@@ -71,3 +71,24 @@ def stream_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], req
         if stop and stop in text:
             break
     worker.join()
+
+
+def load_causal_lm(model_path: str, **load_kwargs: Any) -> Any:
+    """A causal LM (safetensors only), with the tokenizer's pad id copied in when the config has none."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.models.loading import from_pretrained
+
+    pad_token_id = load_kwargs.pop("pad_token_id", None)
+    model = from_pretrained(AutoModelForCausalLM, model_path, **load_kwargs)
+    if model.config.pad_token_id is None and pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
+def replies(model: Any, tokenizer: Any, texts: list[Any], requested_template: str,
+            max_new_tokens: int) -> list[dict[str, Any]]:
+    """One greedy reply per input: a user message (str) or a whole conversation (list of {role, content})."""
+    return [{"reply": generate_reply(model, tokenizer, t if isinstance(t, list) else
+                                     [{"role": "user", "content": str(t)}], requested_template, max_new_tokens)}
+            for t in texts]

@@ -154,14 +154,9 @@ class SFT(Task):
         tokenizer.chat_template = self._template(tokenizer)[1]  # saved with the model: serving renders the same
 
     def build_model(self, model_path: str, labels: list[str], **load_kwargs: Any) -> Any:
-        from transformers import AutoModelForCausalLM
+        from tuneforge.tasks._generation import load_causal_lm
 
-        from tuneforge.models.loading import from_pretrained
-
-        pad_token_id = load_kwargs.pop("pad_token_id", None)
-        model = from_pretrained(AutoModelForCausalLM, model_path, **load_kwargs)
-        if model.config.pad_token_id is None and pad_token_id is not None:
-            model.config.pad_token_id = pad_token_id
+        model = load_causal_lm(model_path, **load_kwargs)
         # transformers only honours packed rows (block-diagonal masks from restarting position_ids) when no KV
         # cache exists; with use_cache on, a training forward builds one and examples attend across boundaries.
         model.config.use_cache = False
@@ -283,11 +278,9 @@ class SFT(Task):
     def predict(self, model: Any, tokenizer: Any, texts: list[Any], labels: list[str], max_length: int,
                 batch_size: int) -> list[dict[str, Any]]:
         """One reply per input: a user message (str) or a whole conversation (list of {role, content})."""
-        from tuneforge.tasks._generation import generate_reply
+        from tuneforge.tasks._generation import replies
 
-        return [{"reply": generate_reply(model, tokenizer, t if isinstance(t, list) else
-                                         [{"role": "user", "content": str(t)}], self.params.chat_template,
-                                         self.params.max_new_tokens)} for t in texts]
+        return replies(model, tokenizer, texts, self.params.chat_template, self.params.max_new_tokens)
 
     def baselines(self, base_model_path: str, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
                   labels: list[str], max_length: int, names: Sequence[str]) -> dict[str, EvalResult]:
