@@ -78,6 +78,7 @@ def _check_compatible(cfg: RunConfig, task: Any, method: Any, model_path: str) -
         raise ConfigError(f"method {method.name!r} does not work for {task.name} models in this transformers "
                           f"version", key="method.name", fix="use lora, dora, ia3 or adapter")
     method.check_environment()
+    task.check_config(cfg)
     if method.uses_kv_prefix and getattr(cfg.task, "packing", False):
         raise ConfigError(f"method {method.name!r} feeds a key/value prefix, which disables packed-sequence masks",
                           key="task.packing", fix="set task.packing: false (or use lora)")
@@ -210,8 +211,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     names = list(task.baseline_names) if cfg.evaluation.baselines == "auto" else cfg.evaluation.baselines
     with con.status(f"measuring base-model baselines ({', '.join(names) or 'none'})"):
         base = task.baselines(model_path, tokenizer, data.splits, labels, max_len, names)
-    secondary = "accuracy" if "accuracy" in test.metrics else next(k for k in test.metrics if k != metric)
     primary = task.primary_metric
+    secondary = "accuracy" if "accuracy" in test.metrics else next(k for k in test.metrics if k != primary)
     rows = comparison_rows(method.name, test, base, primary, secondary)  # direction: lower is better for losses
     print_comparison(rows, primary, secondary, con)
 

@@ -240,7 +240,8 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
     data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "validation": fix(cfg.data.validation),
                                        "test": fix(cfg.data.test)})
     model = cfg.model.model_copy(update={"path": fix(cfg.model.path) if cfg.model.path != "default" else "default"})
-    return cfg.model_copy(update={"data": data, "model": model,
+    task = cfg.task.model_copy(update={f: fix(getattr(cfg.task, f)) for f in cfg.task.path_fields})
+    return cfg.model_copy(update={"data": data, "model": model, "task": task,
                                   "output_dir": str(Path(cfg.output_dir).expanduser().resolve())})
 
 

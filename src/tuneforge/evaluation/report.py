@@ -86,15 +86,28 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
             lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
     samples = test.extra.get("samples", [])
     if samples:
-        before = {s["prompt"]: s["generated"] for r in baselines.values() for s in r.extra.get("samples", [])}
-        lines += ["## Sample generations (test)", "", "| prompt | reference | base model | fine-tuned |",
-                  "|---|---|---|---|"]
-        for sample in samples[:10]:
-            cells = [sample["prompt"], sample["reference"], before.get(sample["prompt"], ""), sample["generated"]]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines += _sample_table(samples, baselines)
     rows_count = data_report["rows"]
     lines += ["", "## Data", "", f"train {rows_count['train']} / validation {rows_count['validation']} / "
               f"test {rows_count['test']} after cleaning; imbalance ratio {data_report.get('imbalance_ratio')}; "
               f"leakage {data_report.get('leakage')}. Full report: `data/report.json`.", "", "## Figures", ""]
     lines += [f"![{p.stem}]({p.relative_to(path.parent).as_posix()})" for p in plots]
     return write_text(path, "\n".join(lines) + "\n")
+
+
+def _sample_table(samples: list[dict[str, Any]], baselines: dict[str, Any]) -> list[str]:
+    """Base vs fine-tuned replies to the same test prompts, with the reference answer or the reward when known."""
+    before = {s["prompt"]: s for r in baselines.values() for s in r.extra.get("samples", [])}
+    scored = "reward" in samples[0]
+    header = "| prompt | base model | reward | fine-tuned | reward |" if scored else \
+        "| prompt | reference | base model | fine-tuned |"
+    lines = ["## Sample generations (test)", "", header, "|---" * header.count(" | ") + "|---|"]
+    for sample in samples[:10]:
+        base = before.get(sample["prompt"], {})
+        if scored:
+            cells = [sample["prompt"], base.get("generated", ""), f"{base.get('reward', float('nan')):.3f}",
+                     sample["generated"], f"{sample['reward']:.3f}"]
+        else:
+            cells = [sample["prompt"], sample.get("reference", ""), base.get("generated", ""), sample["generated"]]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines

@@ -47,6 +47,19 @@ def generate_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], r
     return cut_at_stop(tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True), stop)
 
 
+def sample_replies(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str, n: int,
+                   max_new_tokens: int, temperature: float) -> list[str]:
+    """`n` sampled replies to one conversation (the caller seeds torch's generator)."""
+    import torch
+
+    enc, stop = _prepare(model, tokenizer, messages, requested_template)
+    with torch.inference_mode():
+        ids = model.generate(**enc, **_generate_kwargs(tokenizer, stop, max_new_tokens, temperature),
+                             num_return_sequences=n)
+    start = enc["input_ids"].shape[1]
+    return [cut_at_stop(tokenizer.decode(row[start:], skip_special_tokens=True), stop) for row in ids]
+
+
 def stream_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str,
                  max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
     """Yield the reply as it is generated (generation runs in a thread), stopping before the end-of-turn marker."""

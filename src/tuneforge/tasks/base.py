@@ -20,6 +20,8 @@ from tuneforge.plugins import Registry
 
 class TaskParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields holding local paths (made absolute when the run's config is saved, like data and model paths).
+    path_fields: ClassVar[tuple[str, ...]] = ()
     name: str
 
 
@@ -61,6 +63,9 @@ class Task(ABC):
         """Called with the base model before the method wraps it (e.g. to measure it on a reference set).
         May add examples to splits['train']; returns facts for the run's records."""
         return {}
+
+    def check_config(self, cfg: Any) -> None:  # noqa: B027 - optional hook, deliberately empty
+        """Reject settings this task cannot run with before any data or model is loaded (raise ConfigError)."""
 
     def trainer_spec(self, cfg: Any) -> Any:
         """The trainer class and its arguments class (default: transformers' Trainer)."""

@@ -121,7 +121,11 @@ def trainer_class(base: type) -> type:
     """A library trainer class (e.g. TRL's DPOTrainer) with tuneforge's behaviour mixed in."""
     if base is Trainer:
         return TuneforgeTrainer
-    return type(f"Tuneforge{base.__name__}", (TuneforgeTrainerMixin, base), {})
+    # A library trainer that states how its own loss is scaled under accumulation (GRPO: already scaled) knows best.
+    own = next((c.__dict__["loss_is_scaled_for_ga"] for c in base.__mro__
+                if c is not Trainer and "loss_is_scaled_for_ga" in c.__dict__), None)
+    attrs = {} if own is None else {"loss_is_scaled_for_ga": own}
+    return type(f"Tuneforge{base.__name__}", (TuneforgeTrainerMixin, base), attrs)
 
 
 @dataclass
