@@ -158,15 +158,11 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     return run
 
 
-@pytest.fixture(scope="session")
-def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama causal LM with random weights and a byte-level BPE tokenizer trained here (no downloads)."""
-    import torch
+def _bpe_tokenizer(out: Path) -> Any:
+    """A byte-level BPE tokenizer trained here on the test corpus (no downloads)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-causal")
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -175,12 +171,50 @@ def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     tokenizer.save_pretrained(str(out))
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=64, max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(str(out), safe_serialization=True)
+    return tokenizer
+
+
+def _tiny_lm(tmp_path_factory: pytest.TempPathFactory, arch: str, layers: int = 2, hidden: int = 32) -> Path:
+    """A small causal LM of one architecture, random weights, sharing the BPE tokenizer above."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp(f"tiny-{arch}")
+    tok = _bpe_tokenizer(out)
+    ids = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+           "pad_token_id": tok.pad_token_id}
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=2, n_positions=256, **ids))
+    else:
+        config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+        model = model_cls(config_cls(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                                     num_key_value_heads=1, intermediate_size=2 * hidden, max_position_embeddings=256,
+                                     **ids))
+    model.save_pretrained(str(out), safe_serialization=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama causal LM with random weights and a byte-level BPE tokenizer trained here (no downloads)."""
+    return _tiny_lm(tmp_path_factory, "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_lm(tmp_path_factory, "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_lm(tmp_path_factory, "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smaller (1-layer, 16-wide) Qwen2 with the same tokenizer as tiny_causal: a distillation student."""
+    return _tiny_lm(tmp_path_factory, "qwen2", layers=1, hidden=16)
 
 
 # ---- bad-input test helpers (test_bad_inputs.py, test_bad_runs.py) ----------------------------------------

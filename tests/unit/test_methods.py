@@ -15,7 +15,10 @@ from tuneforge.tasks.token_classification import TokenClassification, TokenClass
 
 LABELS = ["a", "b", "c"]
 ALL = ["full", "freeze", "lora", "dora", "ia3", "prompt_tuning", "adapter"]
-CAUSAL = ["full", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "adapter"]
+CAUSAL = ["full", "freeze", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "adapter"]
+# Every method on Llama; the common ones on Qwen2 and GPT-2 too (GPT-2: fused Conv1D projections, learned positions).
+CAUSAL_CASES = [(m, "tiny_causal") for m in CAUSAL] + [(m, arch) for arch in ("tiny_qwen2", "tiny_gpt2")
+                                                       for m in ("full", "freeze", "lora", "ia3", "adapter")]
 
 
 def _batch(tokenizer, labels: bool = True) -> dict:
@@ -121,12 +124,14 @@ def test_token_classification_with_lora_reloads(tiny_bert: Path, tmp_path: Path)
     assert loaded.task.tag(loaded.model, tokenizer, sentences, ["PER", "LOC"], 32, 8) == expected
 
 
-@pytest.mark.parametrize("name", CAUSAL)
-def test_causal_lm_methods_train_save_reload(name: str, tiny_causal: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "arch"), CAUSAL_CASES)
+def test_causal_lm_methods_train_save_reload(name: str, arch: str, request: pytest.FixtureRequest,
+                                             tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     from tuneforge.tasks.sft import SFT, SFTParams
 
+    tiny_causal = request.getfixturevalue(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_causal))
     task = SFT(SFTParams(packing=False))
     method = METHODS.get(name)(METHODS.get(name).Params(name=name))
@@ -154,3 +159,19 @@ def test_causal_lm_methods_train_save_reload(name: str, tiny_causal: Path, tmp_p
     with torch.no_grad():
         got = load_model(tmp_path).model(**enc).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_freeze_on_a_causal_lm_trains_only_an_untied_output_projection(tiny_gpt2: Path) -> None:
+    """GPT-2 ties lm_head to the input embeddings: freeze must untie them, or 'frozen' embeddings would move."""
+    from tuneforge.tasks.sft import SFT, SFTParams
+
+    task = SFT(SFTParams(packing=False))
+    model = task.build_model(str(tiny_gpt2), [])
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    before = model.get_input_embeddings().weight.detach().clone()
+    model = METHODS.get("freeze")(METHODS.get("freeze").Params(name="freeze")).apply(model, task.head_info(model))
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["lm_head.weight"]
+    ids = torch.tensor([[5, 6, 7, 8]])
+    _train_steps(model, {"input_ids": ids, "labels": ids})
+    torch.testing.assert_close(model.get_input_embeddings().weight, before, rtol=0, atol=0)
+    assert not torch.equal(model.get_output_embeddings().weight, before)

@@ -50,12 +50,18 @@ def _sft_model(path: Path, train_mode: bool):
     return model.train() if train_mode else model.eval()
 
 
+@pytest.mark.parametrize("arch", ["tiny_causal", "tiny_qwen2", "tiny_gpt2"])
 @pytest.mark.parametrize("train_mode", [True, False], ids=["train-mode", "eval-mode"])
-def test_packed_logits_equal_one_by_one(tiny_causal: Path, tokenizer, train_mode: bool) -> None:
+def test_packed_logits_equal_one_by_one(arch: str, request: pytest.FixtureRequest, tokenizer,
+                                        train_mode: bool) -> None:
     """No cross-contamination: each example's logits in a packed row equal its logits run alone (as the task
-    builds the model: in train mode transformers would otherwise build a KV cache and ignore the packing)."""
-    model = _sft_model(tiny_causal, train_mode)
-    model.config.attention_dropout = 0.0
+    builds the model: in train mode transformers would otherwise build a KV cache and ignore the packing), on
+    Llama, Qwen2 and GPT-2."""
+    model = _sft_model(request.getfixturevalue(arch), train_mode)
+    for key in ("attention_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop"):  # GPT-2 names its own
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
+    model.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, torch.nn.Dropout) else None)
     texts = ["where is my order #12", "refund please", "cancel the blender order now thanks"]
     rows = [{"input_ids": tokenizer(t)["input_ids"], "labels": tokenizer(t)["input_ids"]} for t in texts]
     packed = pack(rows, capacity=64)
