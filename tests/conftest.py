@@ -158,11 +158,18 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     return run
 
 
+_BPE: list[Any] = []
+
+
 def _bpe_tokenizer(out: Path) -> Any:
-    """A byte-level BPE tokenizer trained here on the test corpus (no downloads)."""
+    """A byte-level BPE tokenizer trained here on the test corpus (no downloads); trained once per session, since
+    BPE merges with tied counts can come out differently run to run and the tiny models must share one vocabulary."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    if _BPE:
+        _BPE[0].save_pretrained(str(out))
+        return _BPE[0]
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -171,6 +178,7 @@ def _bpe_tokenizer(out: Path) -> Any:
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     tokenizer.save_pretrained(str(out))
+    _BPE.append(tokenizer)
     return tokenizer
 
 

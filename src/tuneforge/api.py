@@ -213,7 +213,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
         base = task.baselines(model_path, tokenizer, data.splits, labels, max_len, names)
     primary = task.primary_metric
     secondary = "accuracy" if "accuracy" in test.metrics else next(k for k in test.metrics if k != primary)
-    rows = comparison_rows(method.name, test, base, primary, secondary)  # direction: lower is better for losses
+    rows = comparison_rows(method.name, test, base, primary, secondary, task.ceiling_names)
     print_comparison(rows, primary, secondary, con)
 
     plots_dir = run_dir / "plots"
@@ -233,7 +233,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                                     "change": after - before if before is not None else None}
     write_json(run_dir / "history.json", history)
     if test.extra.get("samples"):
-        before = {s["prompt"]: s["generated"] for r in base.values() for s in r.extra.get("samples", [])}
+        before = {s["prompt"]: s["generated"] for s in (base["base_model"].extra.get("samples", [])
+                                                         if "base_model" in base else [])}
         write_jsonl(run_dir / "samples.jsonl", [{**s, "base_model": before.get(s["prompt"])}
                                                  for s in test.extra["samples"]])
     write_report(run_dir / "report.md", cfg, rows, primary, secondary, test, base, train_info, data.report, plots)

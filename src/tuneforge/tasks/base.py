@@ -53,6 +53,8 @@ class Task(ABC):
     per_token_outputs: ClassVar[bool] = False
     # Baselines this task can measure ("auto" runs all of them).
     baseline_names: ClassVar[tuple[str, ...]] = ()
+    # Baselines that are upper bounds, shown but not counted as the baseline to beat (a distillation teacher).
+    ceiling_names: ClassVar[tuple[str, ...]] = ()
     # Validation metric the trainer itself reports, used when early_stopping.metric is 'auto' (None: primary).
     training_metric: ClassVar[str | None] = None
     # Validation reports only the loss (generative tasks: logits over the vocabulary are too large to keep).
