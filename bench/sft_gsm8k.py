@@ -55,7 +55,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for i, name in enumerate(args.rows.split(",")):
         spec = ROWS[name]
-        run_name = f"sft-gsm8k-{name}"
+        run_name = f"sft-gsm8k-{name.replace('+', '-')}"
         shutil.rmtree(work / "runs" / run_name, ignore_errors=True)
         cfg = parse_config({
             "name": run_name, "output_dir": str(work / "runs"), "model": {"path": str(model)},

@@ -133,6 +133,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     from tuneforge.registry.environment import environment
     from tuneforge.registry.model_card import model_card
     from tuneforge.tasks import TASKS
+    from tuneforge.training import fast_path
     from tuneforge.training.trainer import build_trainer
 
     cfg = _resolve(config, overrides)
@@ -164,8 +165,13 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
         render_report(data.report, con)
 
     labels = data.labels
+    fast = fast_path.plan(cfg, task, method, model_path)
+    if task.supports_fast_path:
+        con.print(fast.summary())
     model = task.build_model(model_path, labels, pad_token_id=tokenizer.pad_token_id,
-                             trust_remote_code=cfg.model.trust_remote_code, **_revision(cfg), **method.load_kwargs())
+                             trust_remote_code=cfg.model.trust_remote_code, **_revision(cfg), **method.load_kwargs(),
+                             **fast.load_kwargs())
+    model = fast_path.apply_before_method(model, fast)
     device = "cuda" if torch.cuda.is_available() and cfg.training.device in ("auto", "cuda") else "cpu"
     write_json(run_dir / "environment.json", environment(device))
     head = task.head_info(model)
@@ -175,6 +181,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     except (ValueError, KeyError) as exc:  # PEFT: target modules that match nothing, bad combinations
         raise ConfigError(f"cannot apply method {method.name!r}: {str(exc).splitlines()[0]}", key="method",
                           fix="check the method's settings (e.g. target_modules) against the model") from None
+    model = fast_path.apply_after_method(model, fast, cfg.training.batch_size * cfg.data.max_length)
     trainable, total = count_parameters(model)
     if trainable == 0:
         raise ConfigError(f"method {method.name!r} leaves nothing to train for task {task.name!r}", key="method.name",
@@ -185,10 +192,15 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     train_ds = task.encode(data.splits["train"], tokenizer, labels, max_len)
     val_ds = task.encode(data.splits["validation"], tokenizer, labels, max_len)
     weights = task.loss_weights(data.splits["train"], labels) if cfg.training.class_weights else None
-    trainer, overfit, stop = build_trainer(cfg, model, tokenizer, train_ds, val_ds, task.collator(tokenizer),
+    collator, spec = task.collator(tokenizer), task.trainer_spec(cfg)
+    if fast.enabled:
+        collator.pad_to = fast.bucket
+        spec.args_extra.update(bf16=True, activation_checkpointing=fast.gradient_checkpointing
+                               or cfg.training.gradient_checkpointing)
+    trainer, overfit, stop = build_trainer(cfg, model, tokenizer, train_ds, val_ds, collator,
                                            task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
                                            weights, loss_only=task.loss_only_eval,
-                                           trainer_options=task.trainer_options(), spec=task.trainer_spec(cfg))
+                                           trainer_options=task.trainer_options(), spec=spec)
     write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
     start = time.perf_counter()
     try:

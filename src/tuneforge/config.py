@@ -119,6 +119,10 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
+    fast_path: Literal["auto", "off", "require"] = Field(
+        "auto", description="GPU fast path for packed causal-LM training (flash/flex attention, liger kernels, "
+                            "compiled layers, memory-chosen checkpointing); auto falls back with a log line, "
+                            "require makes a fallback an error.")
     class_weights: bool = Field(False, description="Weight the loss by inverse class frequency (imbalance).")
 
 

@@ -109,3 +109,16 @@ def test_reward_function_returning_wrong_length_is_a_clear_error(reward_module: 
     assert wrapped(prompts=[[{"role": "user", "content": "p"}]] * 2,
                    completions=[[{"role": "assistant", "content": "a cat!"}], "a dog"]) == [1.0, 0.0]
     assert mentions_word(["p", "p"], ["the moon", "sun"], word=["moon", "moon"]) == [1.0, 0.0]
+
+
+def test_bad_prompt_records_name_file_and_line(tiny_causal: Path, tmp_path: Path, reward_module: str, cli) -> None:
+    rows = _prompts(12)
+    rows[6] = {"word": "cat"}  # no prompt
+    rows[9] = {"prompt": "hi", "word": {"nested": 1}}  # extra columns must be plain values
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    cfg = _config(tiny_causal, data, tmp_path / "runs", f"{reward_module}:vowel_share")
+    assert_user_error(cli("train", write_yaml(tmp_path / "g.yaml", cfg)), "prompts.jsonl:7",
+                      "missing or empty 'prompt'")
+    rows[6] = {"prompt": "fine", "word": "cat"}
+    write_jsonl(tmp_path / "prompts.jsonl", rows)
+    assert_user_error(cli("train", write_yaml(tmp_path / "g.yaml", cfg)), "prompts.jsonl:10", "column 'word'")

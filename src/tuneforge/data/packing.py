@@ -52,13 +52,14 @@ def pack(examples: list[dict[str, list[int]]], capacity: int) -> list[dict[str, 
 class PackedCollator:
     """Pads packed rows (pads form their own position run, label -100) and passes no attention mask."""
 
-    def __init__(self, pad_token_id: int) -> None:
+    def __init__(self, pad_token_id: int, pad_to: int | None = None) -> None:
         self.pad = pad_token_id
+        self.pad_to = pad_to  # fixed row width (the fast path's token bucket): static shapes for torch.compile
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
+        width = max(max(len(f["input_ids"]) for f in features), self.pad_to or 0)
         batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
         for f in features:
             n = width - len(f["input_ids"])

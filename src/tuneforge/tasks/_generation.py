@@ -27,6 +27,15 @@ def cut_at_stop(reply: str, stop: str | None) -> str:
     return reply.strip()
 
 
+def _finish(tokenizer: Any, text: str, stop: str | None) -> str:
+    """The reply up to the end-of-turn marker, or up to the EOS text when a model spells it out in pieces (e.g.
+    TinyStories writes '<|end_story|>' as ordinary tokens, which skip_special_tokens cannot remove)."""
+    eos = getattr(tokenizer, "eos_token", None)
+    if eos and eos in text:
+        text = text.split(eos)[0]
+    return cut_at_stop(text, stop)
+
+
 def _generate_kwargs(tokenizer: Any, stop: str | None, max_new_tokens: int, temperature: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
                               "use_cache": True, "do_sample": temperature > 0}
@@ -44,7 +53,7 @@ def generate_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], r
     enc, stop = _prepare(model, tokenizer, messages, requested_template)
     with torch.inference_mode():
         ids = model.generate(**enc, **_generate_kwargs(tokenizer, stop, max_new_tokens, temperature))
-    return cut_at_stop(tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True), stop)
+    return _finish(tokenizer, tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True), stop)
 
 
 def sample_replies(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str, n: int,
@@ -57,7 +66,7 @@ def sample_replies(model: Any, tokenizer: Any, messages: list[dict[str, str]], r
         ids = model.generate(**enc, **_generate_kwargs(tokenizer, stop, max_new_tokens, temperature),
                              num_return_sequences=n)
     start = enc["input_ids"].shape[1]
-    return [cut_at_stop(tokenizer.decode(row[start:], skip_special_tokens=True), stop) for row in ids]
+    return [_finish(tokenizer, tokenizer.decode(row[start:], skip_special_tokens=True), stop) for row in ids]
 
 
 def stream_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str,

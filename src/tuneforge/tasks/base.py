@@ -57,6 +57,8 @@ class Task(ABC):
     ceiling_names: ClassVar[tuple[str, ...]] = ()
     # Validation metric the trainer itself reports, used when early_stopping.metric is 'auto' (None: primary).
     training_metric: ClassVar[str | None] = None
+    # Trains on packed causal-LM rows, so the GPU fast path (training/fast_path.py) can apply.
+    supports_fast_path: ClassVar[bool] = False
     # Validation reports only the loss (generative tasks: logits over the vocabulary are too large to keep).
     loss_only_eval: ClassVar[bool] = False
 

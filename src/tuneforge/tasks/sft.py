@@ -73,6 +73,7 @@ class SFT(Task):
     peft_task_type: ClassVar[str] = "CAUSAL_LM"
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
     loss_only_eval: ClassVar[bool] = True
+    supports_fast_path: ClassVar[bool] = True
     params: SFTParams
 
     # ---- data -------------------------------------------------------------------------------------------
