@@ -104,21 +104,12 @@ class Distillation(SFT):
     def teacher_kl(self, model: Any, teacher: Any, tokenizer: Any, examples: list[dict[str, Any]],
                    max_length: int, batch_size: int = 16) -> float:
         """Mean KL(teacher || student) at temperature 1 over answer tokens: how far the student still is."""
-        from tuneforge.data.packing import PackedCollator
         from tuneforge.training.distillation import distillation_loss
 
-        model.eval()
-        device = next(model.parameters()).device
-        rows = self._encode_rows(examples, tokenizer, max_length)
-        collate = PackedCollator(tokenizer.pad_token_id)
+        teacher.to(next(model.parameters()).device).eval()
         total, count = 0.0, 0
-        for start in range(0, len(rows), batch_size):
-            batch = collate([{**r, "position_ids": list(range(len(r["input_ids"])))}
-                             for r in rows[start:start + batch_size]])
-            inputs = {"input_ids": batch["input_ids"].to(device), "position_ids": batch["position_ids"].to(device)}
-            labels = batch["labels"].to(device)
-            _, soft, _ = distillation_loss(model(**inputs).logits, teacher.to(device)(**inputs).logits, labels,
-                                           1.0, 1.0)
+        for inputs, labels in self.answer_batches(model, tokenizer, examples, max_length, batch_size):
+            _, soft, _ = distillation_loss(model(**inputs).logits, teacher(**inputs).logits, labels, 1.0, 1.0)
             n = int((labels[:, 1:] != -100).sum())
             total, count = total + float(soft) * n, count + n
         return total / max(count, 1)

@@ -149,13 +149,7 @@ class RLHF(Preference):
         return EvalResult({"mean_reward": mean, "reward_std": std, "replies": float(len(rewards))},
                           predictions=[s["generated"] for s in samples], extra={"samples": samples})
 
-    def baselines(self, base_model_path: str, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
-                  labels: list[str], max_length: int, names: Sequence[str]) -> dict[str, EvalResult]:
-        """The base model sampled the same way: the reward it gets before any RL."""
-        if not names:
-            return {}
-        base = self.build_model(base_model_path, [], pad_token_id=tokenizer.pad_token_id)
-        return {"base_model": self.evaluate(base, tokenizer, splits["test"], labels, max_length, 16)}
+    # baselines: Preference's (the base model evaluated exactly as above, i.e. sampled with the same seed).
 
 
 class _StopAt:

@@ -7,7 +7,7 @@ all become `messages`. The chat template is the tokenizer's own or a built-in on
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -230,21 +230,28 @@ class SFT(Task):
     def compute_metrics(self, labels: list[str]) -> Callable[[Any], dict[str, float]] | None:  # type: ignore[override]
         return None
 
-    @torch.inference_mode()
-    def answer_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], max_length: int,
-                    batch_size: int) -> tuple[float, int]:
-        """Mean negative log-likelihood per trained (answer) token, and the token count."""
+    def answer_batches(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], max_length: int,
+                       batch_size: int) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """(model inputs, labels) of the examples, a batch at a time, on the model's device (eval mode)."""
         model.eval()
         device = next(model.parameters()).device
         rows = self._encode_rows(examples, tokenizer, max_length)
         collate = PackedCollator(tokenizer.pad_token_id)
-        total, count = 0.0, 0
         for start in range(0, len(rows), batch_size):
             batch = collate([{**r, "position_ids": list(range(len(r["input_ids"])))}
                              for r in rows[start:start + batch_size]])
-            logits = model(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
-                           use_cache=False).logits.float()
-            shift_logits, shift_labels = logits[:, :-1], batch["labels"][:, 1:].to(device)
+            inputs = {"input_ids": batch["input_ids"].to(device), "position_ids": batch["position_ids"].to(device),
+                      "use_cache": False}
+            yield inputs, batch["labels"].to(device)
+
+    @torch.inference_mode()
+    def answer_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], max_length: int,
+                    batch_size: int) -> tuple[float, int]:
+        """Mean negative log-likelihood per trained (answer) token, and the token count."""
+        total, count = 0.0, 0
+        for inputs, labels in self.answer_batches(model, tokenizer, examples, max_length, batch_size):
+            logits = model(**inputs).logits.float()
+            shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
             loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
                                                      shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
             total += float(loss)
