@@ -118,8 +118,9 @@ def prepare_data(config: RunConfig | str | Path, overrides: list[str] | None = N
 
 
 def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: list[str] | None = None,
-          console: Any = None, quiet: bool = False) -> RunResult:
-    """Prepare data, fine-tune, evaluate against base-model baselines, and record everything in the run folder."""
+          console: Any = None, quiet: bool = False, callbacks: list[Any] | None = None) -> RunResult:
+    """Prepare data, fine-tune, evaluate against base-model baselines, and record everything in the run folder.
+    `callbacks` are extra transformers TrainerCallbacks (a sweep passes its pruning callback)."""
     import torch
     from transformers import set_seed
 
@@ -200,7 +201,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     trainer, overfit, stop = build_trainer(cfg, model, tokenizer, train_ds, val_ds, collator,
                                            task.compute_metrics(labels), metric, run_dir / "checkpoints", con, quiet,
                                            weights, loss_only=task.loss_only_eval,
-                                           trainer_options=task.trainer_options(), spec=spec)
+                                           trainer_options=task.trainer_options(), spec=spec,
+                                           extra_callbacks=callbacks)
     write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
     start = time.perf_counter()
     try:

@@ -141,6 +141,64 @@ class EvaluationConfig(Strict):
                             "[] for none.")
 
 
+class CompareConfig(Strict):
+    """`tuneforge compare`: fine-tuned runs against prompt-engineering and retrieval baselines on one test split."""
+
+    runs: list[str] = Field([], description="Finished run folders to compare (any method) on this config's test split.")
+    few_shot_k: int = Field(4, ge=1, le=64, description="Demonstrations per query, chosen by embedding similarity.")
+    rag_k: int = Field(10, ge=1, le=256, description="Neighbours (classification) or passages (generation) retrieved.")
+    documents: str | None = Field(None, description="Folder of .txt/.md documents to retrieve from (generation); "
+                                                    "None: the training data.")
+    label_descriptions: dict[str, str] = Field({}, description="Label -> description for zero-shot "
+                                                               "(default: the label name made readable).")
+    instruction: str | None = Field(None, description="Task description put before every prompt (zero-shot, "
+                                                      "few-shot, RAG prompts of generative tasks).")
+    combine: bool = Field(True, description="Also measure each fine-tuned run combined with retrieval.")
+    bootstrap_samples: int = Field(1000, ge=100, description="Resamples for the confidence intervals.")
+    permutations: int = Field(2000, ge=100, description="Resamples of the paired significance test.")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    latency_examples: int = Field(50, ge=5, description="Test examples timed one at a time for p50/p95 latency.")
+
+
+class SearchRange(Strict):
+    """One searched hyperparameter: a numeric range (low/high, optionally log-scaled) or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0, description="Quantise the range (integers: step 1).")
+    integer: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices is empty")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError("a range needs low < high (or give choices)")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class SweepConfig(Strict):
+    """`tuneforge sweep`: an Optuna study over config keys; every trial is a normal recorded run."""
+
+    params: dict[str, SearchRange] = Field({}, description="Dotted config key -> range, e.g. "
+                                                           "training.learning_rate: {low: 1e-5, high: 1e-3, log: true}")
+    trials: int = Field(20, ge=1, description="Trials in the study (shared by all workers).")
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "none"] = Field("median", description="Stop weak trials from their validation curve.")
+    startup_trials: int = Field(5, ge=0, description="Trials run in full before pruning and TPE start.")
+    workers: int = Field(1, ge=1, description="Parallel worker processes sharing one study.")
+    storage: str | None = Field(None, description="Optuna storage URL (PostgreSQL for several machines); "
+                                                  "None: a SQLite file in the sweep folder.")
+    timeout_s: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds.")
+
+
 def _plugin_union(registry: Any) -> Any:
     classes = tuple(cls.Params for cls in registry)
     return Annotated[Union[classes], Field(discriminator="name")]  # noqa: UP007 - built at runtime
@@ -160,6 +218,8 @@ class RunConfig(Strict):
     training: TrainingConfig = TrainingConfig()
     tracking: TrackingConfig = TrackingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    compare: CompareConfig = CompareConfig()
+    sweep: SweepConfig = SweepConfig()
 
     @field_validator("task", "method", mode="before")
     @classmethod
@@ -245,7 +305,8 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
                                        "test": fix(cfg.data.test)})
     model = cfg.model.model_copy(update={"path": fix(cfg.model.path) if cfg.model.path != "default" else "default"})
     task = cfg.task.model_copy(update={f: fix(getattr(cfg.task, f)) for f in cfg.task.path_fields})
-    return cfg.model_copy(update={"data": data, "model": model, "task": task,
+    compare = cfg.compare.model_copy(update={"runs": fix(cfg.compare.runs), "documents": fix(cfg.compare.documents)})
+    return cfg.model_copy(update={"data": data, "model": model, "task": task, "compare": compare,
                                   "output_dir": str(Path(cfg.output_dir).expanduser().resolve())})
 
 

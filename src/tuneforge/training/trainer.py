@@ -196,8 +196,8 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, collator: Any,
                   compute_metrics: Any, metric: str, output_dir: Path, console: Any, quiet: bool = False,
                   class_weights: torch.Tensor | None = None, loss_only: bool = False,
-                  trainer_options: dict[str, Any] | None = None, spec: TrainerSpec | None = None
-                  ) -> tuple[TuneforgeTrainer, OverfitDetector, GracefulStop]:
+                  trainer_options: dict[str, Any] | None = None, spec: TrainerSpec | None = None,
+                  extra_callbacks: list[Any] | None = None) -> tuple[TuneforgeTrainer, OverfitDetector, GracefulStop]:
     spec = spec or TrainerSpec()
     args = training_arguments(cfg, output_dir, metric, len(train_ds), loss_only, spec)
     overfit = OverfitDetector(cfg.training.overfit.patience, cfg.training.overfit.stop, console)
@@ -206,6 +206,7 @@ def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eva
     early = cfg.training.early_stopping
     if early.patience is not None:
         callbacks.append(ResumableEarlyStopping(early.patience, early.min_delta))
+    callbacks += extra_callbacks or []  # e.g. a sweep's pruning callback
     optional = {k: v for k, v in (("data_collator", collator), ("compute_metrics", compute_metrics)) if v is not None}
     trainer = trainer_class(spec.base)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                        processing_class=tokenizer, callbacks=callbacks, class_weights=class_weights,
