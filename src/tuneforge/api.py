@@ -126,6 +126,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
 
     from tuneforge.data.prepare import prepare_data as _prepare
     from tuneforge.data.report import render_report
+    from tuneforge.evaluation.html import write_html_report
     from tuneforge.evaluation.plots import learning_curve_png
     from tuneforge.evaluation.report import comparison_rows, print_comparison, write_report
     from tuneforge.methods import METHODS, count_parameters
@@ -252,6 +253,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
         write_jsonl(run_dir / "samples.jsonl", [{**s, "base_model": before.get(s["prompt"])}
                                                  for s in test.extra["samples"]])
     write_report(run_dir / "report.md", cfg, rows, primary, secondary, test, base, train_info, data.report, plots)
+    write_html_report(run_dir / "report.md")
     card = model_card(cfg, method.library_name, test.metrics, rows, data.report, trainable, total)
     write_text(run_dir / "README.md", card)
     metrics = {"test": test.metrics, "per_class": test.per_class,

@@ -76,3 +76,43 @@ def learning_curve_png(history: list[dict[str, Any]], metric: str, path: Path) -
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+_KIND_COLOURS = {"baseline": "#8C8C8C", "fine_tuned": "#4C72B0", "combined": "#55A868"}
+
+
+def comparison_png(rows: list[dict[str, Any]], metric: str, path: Path, confidence: int = 95) -> Path:
+    """Each system's test score with its bootstrap confidence interval."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    names = [r["system"] for r in rows]
+    values = np.array([r[metric] for r in rows])
+    err = np.array([[v - r["ci_low"] for v, r in zip(values, rows, strict=True)],
+                    [r["ci_high"] - v for v, r in zip(values, rows, strict=True)]])
+    ax.barh(names, values, xerr=err, capsize=3, color=[_KIND_COLOURS.get(r["kind"], "#999") for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (test, {confidence}% bootstrap CI)")
+    ax.set_title("Fine-tuning vs prompting vs retrieval")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KIND_COLOURS.values()]
+    ax.legend(handles, ["no training", "fine-tuned", "fine-tuned + retrieval"], loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cost_scatter_png(rows: list[dict[str, Any]], metric: str, path: Path) -> Path:
+    """Score against per-example latency: the trade-off a deployment has to pick from."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.errorbar(r["latency_p50_ms"], r[metric], yerr=[[r[metric] - r["ci_low"]], [r["ci_high"] - r[metric]]],
+                    fmt="o", color=_KIND_COLOURS.get(r["kind"], "#999"), capsize=3)
+        ax.annotate(r["system"][:40], (r["latency_p50_ms"], r[metric]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per example, p50 (ms, log scale)")
+    ax.set_ylabel(metric)
+    ax.set_title("Score vs serving cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
