@@ -12,6 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,generative,serve,hpo]"
 	touch $(STAMP)
 
+# Debian's Chromium for the report.html browser test (skipped, with its reason, where it cannot be installed).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	-apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && \
+		apt-get install -y -q chromium >/dev/null 2>&1) || echo "chromium not installed: browser test will skip"
+
 .PHONY: install demo test test-all lint bench-banking77 bench-wnut17
 
 install: $(STAMP)
@@ -19,10 +26,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tuneforge train configs/demo.yaml --set name=demo-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -87,6 +87,13 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
                   "|---|---:|---:|---:|---:|"]
         for name, m in sorted(test.per_class.items(), key=lambda kv: kv[1]["f1"]):
             lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    examples = test.extra.get("examples", [])
+    if examples:
+        lines += ["", "## Sample predictions (test: mistakes first)", "", "| text | true label | predicted |",
+                  "|---|---|---|"]
+        for e in examples:
+            shown = _cell(e["predicted"]) if e["predicted"] == e["reference"] else f"**{_cell(e['predicted'])}**"
+            lines.append(f"| {_cell(e['text'])} | {_cell(e['reference'])} | {shown} |")
     samples = test.extra.get("samples", [])
     if samples:
         lines += _sample_table(samples, baselines)

@@ -45,6 +45,15 @@ def _text_field(raw: dict[str, Any], column: str, role: str) -> str:
     return value
 
 
+def _sample_predictions(examples: list[dict[str, Any]], refs: np.ndarray, preds: np.ndarray, labels: list[str],
+                        n: int = 6) -> list[dict[str, Any]]:
+    """A few test predictions for the report: the first n mistakes and the first n correct ones."""
+    wrong = [i for i in range(len(examples)) if refs[i] != preds[i]][:n]
+    right = [i for i in range(len(examples)) if refs[i] == preds[i]][:n]
+    return [{"text": examples[i]["text"], "reference": labels[int(refs[i])], "predicted": labels[int(preds[i])]}
+            for i in wrong + right]
+
+
 @TASKS.register
 class Classification(Task):
     name = "classification"
@@ -204,7 +213,8 @@ class Classification(Task):
                              [e.get("text_pair") for e in examples], max_length, batch_size)
         refs = np.asarray(self._targets(examples, labels))
         metrics, per_class, preds = self._score(logits, refs, labels)
-        return EvalResult(metrics, per_class, preds.tolist(), refs.tolist())
+        extra = {} if self.params.multi_label else {"examples": _sample_predictions(examples, refs, preds, labels)}
+        return EvalResult(metrics, per_class, preds.tolist(), refs.tolist(), extra)
 
     def predict(self, model: Any, tokenizer: Any, texts: list[Any], labels: list[str], max_length: int,
                 batch_size: int) -> list[dict[str, Any]]:
