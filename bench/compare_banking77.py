@@ -19,7 +19,7 @@ from typing import Any
 from _common import RESULTS, machine, markdown_table, print_table, require_shared, save
 
 sys.path.insert(0, str(Path(__file__).parent))
-from banking77 import METHODS, _same_finished_run, config  # noqa: E402 - the BANKING77 bench's runs and data
+from banking77 import METHODS, _same_finished_run, config  # the BANKING77 bench's runs and data
 
 RUNS = ("full", "lora")
 

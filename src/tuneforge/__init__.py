@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "TuneforgeError",
     "__version__",
+    "compare",
     "load_config",
     "load_run",
     "predict",
@@ -27,6 +28,10 @@ def __getattr__(name: str):  # lazy: importing tuneforge must stay cheap (the CL
         from tuneforge import api
 
         return getattr(api, name)
+    if name == "compare":
+        from tuneforge.evaluation.compare import compare
+
+        return compare
     if name == "load_config":
         from tuneforge.config import load_config
 

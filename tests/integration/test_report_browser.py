@@ -37,8 +37,9 @@ def _open(report: Path) -> dict:
             title: document.title,
             h1: document.querySelector('h1') && document.querySelector('h1').innerText,
             tables: document.querySelectorAll('table').length,
-            images: Array.from(document.images).map(i => ({src: i.src.slice(0, 30), ok: i.complete && i.naturalWidth > 0,
-                                                           w: i.naturalWidth, h: i.naturalHeight})),
+            images: Array.from(document.images).map(i => ({
+                src: i.src.slice(0, 30), ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth,
+                h: i.naturalHeight})),
             height: document.body.scrollHeight,
         })""")
         page.screenshot(path=str(report.with_suffix(".png")), full_page=False)

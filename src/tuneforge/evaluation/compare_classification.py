@@ -42,6 +42,11 @@ def classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entran
     from tuneforge.models.loading import load_tokenizer
 
     cfg, splits, labels, task = inp.cfg, inp.data.splits, inp.data.labels, inp.task
+    if task.params.multi_label:
+        from tuneforge.errors import ConfigError
+
+        raise ConfigError("compare supports single-label classification only", key="task.multi_label",
+                          fix="compare a single-label version of the task, or read each run's report")
     cmp, max_len = cfg.compare, cfg.data.max_length
     index_of = {lab: i for i, lab in enumerate(labels)}
     y = {name: np.array([index_of[e["label"]] for e in exs]) for name, exs in splits.items()}
