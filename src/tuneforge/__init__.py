@@ -19,6 +19,7 @@ __all__ = [
     "predict",
     "predict_file",
     "prepare_data",
+    "sweep",
     "train",
 ]
 
@@ -28,6 +29,10 @@ def __getattr__(name: str):  # lazy: importing tuneforge must stay cheap (the CL
         from tuneforge import api
 
         return getattr(api, name)
+    if name == "sweep":
+        from tuneforge.hpo.sweep import sweep
+
+        return sweep
     if name == "compare":
         from tuneforge.evaluation.compare import compare
 

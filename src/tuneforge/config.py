@@ -193,6 +193,8 @@ class SweepConfig(Strict):
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "none"] = Field("median", description="Stop weak trials from their validation curve.")
     startup_trials: int = Field(5, ge=0, description="Trials run in full before pruning and TPE start.")
+    pruner_warmup: int = Field(0, ge=0, description="Evaluations every trial gets before the pruner may stop it "
+                                                    "(raise it when warm-up is searched: slow starters look weak).")
     workers: int = Field(1, ge=1, description="Parallel worker processes sharing one study.")
     storage: str | None = Field(None, description="Optuna storage URL (PostgreSQL for several machines); "
                                                   "None: a SQLite file in the sweep folder.")

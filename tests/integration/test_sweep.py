@@ -68,7 +68,7 @@ def pruned_sweep(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     import optuna
 
     from tuneforge.config import parse_config
-    from tuneforge.hpo import sweep
+    from tuneforge.hpo.sweep import sweep
 
     tmp = tmp_path_factory.mktemp("pruning")
     cfg = parse_config(sweep_config(tmp, tiny_bert, "prune", {
@@ -85,7 +85,7 @@ def pruned_sweep(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 def test_flat_trial_is_pruned_and_good_ones_complete(pruned_sweep: tuple[Path, Any]) -> None:
     from optuna.trial import TrialState
 
-    tmp, result = pruned_sweep
+    _, result = pruned_sweep
     trials = {t.number: t for t in study_trials(result.sweep_dir / "study.db", "prune")}
     assert len(trials) == 3  # the three queued trials were the budget: none added
     assert [trials[i].state for i in range(3)] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
@@ -93,7 +93,7 @@ def test_flat_trial_is_pruned_and_good_ones_complete(pruned_sweep: tuple[Path, A
     assert flat.params["training.learning_rate"] == FLAT_LR
     assert len(flat.intermediate_values) < 4  # stopped before its last evaluation
     run = json.loads((result.sweep_dir / "trial-002" / "run.json").read_text())
-    assert run["status"] == "pruned" and run["metric"] == "accuracy"
+    assert run["status"] == "pruned" and run["metric"] == result.metric == "macro_f1"
     assert not (result.sweep_dir / "trial-002" / "metrics.json").exists()  # never looks like a finished run
     assert not (result.sweep_dir / "trial-002" / "checkpoints").exists()
     for i in (0, 1):
@@ -163,3 +163,37 @@ def test_search_space_types() -> None:
     assert space["method.r"] == CategoricalDistribution([4, 8, 16])
     assert space["training.epochs"] == FloatDistribution(1, 3)  # epochs accept fractions
     assert space["training.learning_rate"] == FloatDistribution(1e-5, 1e-3, log=True)
+
+
+def test_failed_trials_are_recorded_and_replaced(tiny_bert: Path, tmp_path: Path, cli) -> None:
+    """A draw the model cannot take (more positions than it has) fails that trial with its message; the sweep goes
+    on and replaces it, so the requested number of trials still finish. When every trial fails, exit 2."""
+    from optuna.trial import TrialState
+
+    cfg = sweep_config(tmp_path, tiny_bert, "fails", {"data.max_length": {"choices": [32, 1024]}}, trials=3,
+                       pruner="none", sampler="random")
+    cfg["training"].update(epochs=1, seed=8)  # seed 8: the random sampler draws 1024, 32, 32, 32, ...
+    res = cli("sweep", write_yaml(tmp_path / "fails.yaml", cfg))
+    assert res.code == 0, res.out + res.err
+    trials = study_trials(tmp_path / "runs" / "fails-sweep" / "study.db", "fails")
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(done) == 3 and all(t.params["data.max_length"] == 32 for t in done)
+    assert failed and all(t.params["data.max_length"] == 1024 for t in failed)
+    assert len(trials) == 3 + len(failed)  # each failure was replaced, nothing more
+    assert all("128 positions" in t.user_attrs["error"] for t in failed)
+    assert "failed" in res.out and "data.max_length" in (tmp_path / "runs" / "fails-sweep" / "report.md").read_text()
+
+    cfg = sweep_config(tmp_path, tiny_bert, "allfail", {"data.max_length": {"choices": [1024, 2048]}}, trials=5)
+    res = cli("sweep", write_yaml(tmp_path / "allfail.yaml", cfg))
+    assert_user_error(res, "no trial completed", "128 positions")
+    trials = study_trials(tmp_path / "runs" / "allfail-sweep" / "study.db", "allfail")
+    # the first 3 failed: a broken setup, so no replacements and the other 2 queued trials were not started
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3 + [TrialState.WAITING] * 2
+
+
+def test_storage_url_errors_hide_the_password(tiny_bert: Path, tmp_path: Path, cli) -> None:
+    cfg = sweep_config(tmp_path, tiny_bert, "pg", {"training.learning_rate": {"low": 1e-4, "high": 1e-2}})
+    res = cli("sweep", write_yaml(tmp_path / "pg.yaml", cfg), "--storage", "postgresql://me:s3cret@127.0.0.1:9/db")
+    assert_user_error(res, "sweep.storage", "postgresql://me:***@127.0.0.1:9/db")
+    assert "s3cret" not in res.out + res.err

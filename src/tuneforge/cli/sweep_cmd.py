@@ -21,8 +21,7 @@ def sweep(config: Annotated[Path, typer.Argument(help="Run config (YAML) with a 
                                                               "--set training.epochs=1")] = None) -> None:
     """Search hyperparameters with Optuna (TPE, median pruning); every trial is a normal recorded run.
 
-    Writes <output_dir>/<name>-sweep/: one run folder per trial, best.yaml, a reference run of the default config
-    and report.md/report.html.
+    Writes <output_dir>/<name>-sweep/: a run folder per trial, best.yaml, a reference run, report.md/.html.
     """
     from rich.console import Console
 

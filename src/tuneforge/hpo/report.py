@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from tuneforge.hpo.search_space import format_value
@@ -65,6 +66,7 @@ def history_png(trials: list[FrozenTrial], metric: str, maximize: bool, referenc
         ax.step([b[0] for b in best], [b[1] for b in best], where="post", color="tab:green", label="best so far")
     if reference is not None:
         ax.axhline(reference, color="tab:red", linestyle="--", label="default config")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title("Optimisation history")
@@ -86,6 +88,7 @@ def intermediate_png(trials: list[FrozenTrial], metric: str, path: Path) -> Path
         style = {"color": "tab:blue", "alpha": 0.7} if t.state == TrialState.COMPLETE else \
             {"color": "tab:gray", "alpha": 0.6, "linestyle": "--"}
         ax.plot(steps, [t.intermediate_values[s] for s in steps], marker=".", **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.plot([], [], color="tab:blue", label="complete")
     ax.plot([], [], color="tab:gray", linestyle="--", label="pruned / failed")
     ax.set_xlabel("evaluation")
@@ -99,9 +102,9 @@ def intermediate_png(trials: list[FrozenTrial], metric: str, path: Path) -> Path
     return path
 
 
-def _num(value: Any) -> str:
+def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}"
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
     return "" if value is None else str(value)
 
 
@@ -134,7 +137,7 @@ def _comparison(metric: str, reference: dict[str, Any] | None, best: dict[str, A
             lines.append(f"| {label} | (not available) |" + " |" * len(tests) + " | |")
             continue
         cells = " | ".join(_num(r["test"].get(k)) for k in tests)
-        lines.append(f"| {label} | {_num(r['validation'])} | {cells} | {_num(r['train_seconds'])} | "
+        lines.append(f"| {label} | {_num(r['validation'])} | {cells} | {_num(r['train_seconds'], 1)} | "
                      f"{Path(r['run_dir']).name} |")
     if reference and best and reference["validation"] is not None and best["validation"] is not None:
         delta = best["validation"] - reference["validation"]
@@ -198,7 +201,7 @@ def write_sweep_report(sweep_dir: Path, study: optuna.Study, info: dict[str, Any
         duration = t.duration.total_seconds() if t.duration is not None else None
         cells = " | ".join(format_value(t.params[k]) if k in t.params else "" for k in keys)
         lines.append(f"| {t.number} | {t.state.name.lower()} | {cells} | {_num(t.value)} | "
-                     f"{len(t.intermediate_values)} | {_num(duration)} | {_note(t, sweep_dir)} |")
+                     f"{len(t.intermediate_values)} | {_num(duration, 1)} | {_note(t, sweep_dir)} |")
     path = write_text(sweep_dir / "report.md", "\n".join(lines) + "\n")
     write_html_report(path)
     return path

@@ -86,7 +86,8 @@ def make_sampler(sweep: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
 def make_pruner(sweep: SweepConfig) -> optuna.pruners.BasePruner:
     if sweep.pruner == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials, n_warmup_steps=0)
+    # Steps are evaluation counts (1, 2, ...): a trial is judged from evaluation pruner_warmup + 1 on.
+    return optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials, n_warmup_steps=sweep.pruner_warmup + 1)
 
 
 @contextlib.contextmanager
@@ -108,7 +109,8 @@ def claim_trial(study: optuna.Study, storage: RDBStorage, url: str) -> optuna.Tr
     """Take the lowest-numbered WAITING trial of the study, or None when the queue is empty."""
     study_id = storage.get_study_id_from_name(study.study_name)
     with _file_lock(sqlite_path(url)):
-        for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        # Listed through the study (not the raw storage) so its trial cache knows the trial we are about to run.
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
             try:
                 if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
@@ -117,6 +119,29 @@ def claim_trial(study: optuna.Study, storage: RDBStorage, url: str) -> optuna.Tr
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
     return None
+
+
+def setup_broken(c: dict[str, int], budget: int) -> bool:
+    """The first trials all failed: a broken setup (data, model, config), not a bad draw; stop instead of looping."""
+    return c["complete"] + c["pruned"] == 0 and c["fail"] >= min(3, budget)
+
+
+def top_up(study: optuna.Study, budget: int, url: str, *, replace_failures: bool = True) -> int:
+    """Queue the trials missing from the budget; returns how many were queued.
+
+    Failed trials do not count towards the budget (as with MaxTrialsCallback(states=(COMPLETE, PRUNED))), so a
+    worker that finds the queue empty queues their replacements here, unless the setup looks broken or failures
+    exceed the budget. Counting and queueing happen under the claim lock, so two SQLite workers cannot both queue
+    the same missing trial (on a database server the window is a few milliseconds at the very end of a sweep).
+    """
+    with _file_lock(sqlite_path(url)):
+        c = counts(study)
+        if replace_failures and (setup_broken(c, budget) or c["fail"] > budget):
+            return 0
+        missing = budget - sum(c[s.name.lower()] for s in BUDGETED)
+        for _ in range(missing):
+            study.enqueue_trial({})
+        return max(0, missing)
 
 
 def trial_id(study: optuna.Study, storage: RDBStorage, number: int) -> int:

@@ -27,13 +27,13 @@ from tuneforge.errors import ConfigError, RunError, RunInterrupted, TuneforgeErr
 from tuneforge.hpo.report import run_summary, write_sweep_report
 from tuneforge.hpo.search_space import build_space, format_value, with_params
 from tuneforge.hpo.storage import (
-    BUDGETED,
     counts,
     default_storage,
     make_pruner,
     make_sampler,
     open_storage,
     redact,
+    top_up,
     trial_id,
 )
 from tuneforge.hpo.worker import STORAGE_ENV, WorkerSpec, describe, run_worker, trial_raw
@@ -210,12 +210,13 @@ def sweep(config: RunConfig | str | Path, *, trials: int | None = None, workers:
     url = storage or cfg.sweep.storage or default_storage(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     study, rdb = _open_study(cfg, url, space, metric, maximize, sweep_dir)
-    queued = max(0, n - len(study.get_trials(deepcopy=False, states=BUDGETED)))
-    for _ in range(queued):
-        study.enqueue_trial({})
+    existing = len(study.trials)
+    queued = top_up(study, n, url, replace_failures=False)
     spec = WorkerSpec(raw=raw, space={k_: distribution_to_json(d) for k_, d in space.items()},
                       study_name=cfg.name, metric=metric, sweep_dir=str(sweep_dir), budget=n,
-                      seed=cfg.training.seed,
+                      # Reproducible for a fresh study; shifted when joining or resuming one, so that this
+                      # invocation's workers do not replay the random draws of the first one's.
+                      seed=cfg.training.seed + 1000 * existing,
                       deadline=time.time() + cfg.sweep.timeout_s if cfg.sweep.timeout_s else None,
                       # K workers share the cores unless the config pins threads
                       threads=None if k == 1 or cfg.training.threads else max(1, (os.cpu_count() or 1) // k),
@@ -225,9 +226,7 @@ def sweep(config: RunConfig | str | Path, *, trials: int | None = None, workers:
               f"objective validation {metric}, study in {redact(url)}")
     try:
         if k == 1:
-            from rich.console import Console as Quiet
-
-            run_worker(spec, url, 0, Quiet(quiet=True),  # one line per trial here; details are in each run folder
+            run_worker(spec, url, 0, Console(quiet=True),  # one line per trial here; details are in each run folder
                        on_trial=lambda t: con.print(describe(t, metric), highlight=False))
         else:
             _run_processes(spec_path, url, k, study, rdb, metric, sweep_dir, con)

@@ -36,6 +36,8 @@ from tuneforge.hpo.storage import (
     make_pruner,
     make_sampler,
     open_storage,
+    setup_broken,
+    top_up,
     trial_id,
     worker_tag,
 )
@@ -110,17 +112,6 @@ def _mark_pruned(run_dir: Path, number: int, exc: TrialPruned) -> None:
                                       "finished": time.time(), "checkpoints": "removed"})
 
 
-def _replace_failed(study: optuna.Study, budget: int) -> None:
-    """Failed trials do not count towards the budget (as with MaxTrialsCallback(states=(COMPLETE, PRUNED))):
-    queue a replacement, unless every trial so far failed (a broken setup, not a bad draw) or failures pile up."""
-    c = counts(study)
-    if c["complete"] + c["pruned"] == 0 and c["fail"] >= min(3, budget):
-        return
-    if c["fail"] > budget:
-        return
-    study.enqueue_trial({})
-
-
 def _fail(study: optuna.Study, trial: optuna.Trial, message: str) -> FrozenTrial:
     trial.set_user_attr("error", message[:2000])
     return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
@@ -163,11 +154,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, spec: WorkerSpec, space:
         if not existed and run_dir.is_dir():  # never touch a folder this trial did not create
             write_json(run_dir / "run.json", {"status": "failed", "trial": trial.number, "error": str(exc)[:2000],
                                               "finished": time.time()})
-        _replace_failed(study, spec.budget)
         return frozen
     except BaseException as exc:  # Ctrl-C outside training, or a programming error: record it, keep the traceback
+        why = "interrupted (outside training)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         with contextlib.suppress(Exception):  # the original error matters more than the bookkeeping
-            _fail(study, trial, f"{type(exc).__name__}: {exc}")
+            _fail(study, trial, why)
         raise
     finally:
         beat.stop()
@@ -186,11 +177,15 @@ def run_worker(spec: WorkerSpec, storage_url: str, index: int, console: Any,
     while spec.deadline is None or time.time() < spec.deadline:
         trial = claim_trial(study, storage, storage_url)
         if trial is None:
+            if top_up(study, spec.budget, storage_url):  # replacements for failed trials, if any are due
+                continue
             break
         frozen = run_trial(study, trial, spec, space, storage, console)
         done += 1
         if on_trial is not None:
             on_trial(frozen)
+        if setup_broken(counts(study), spec.budget):
+            break
     return done
 
 
