@@ -16,6 +16,7 @@ __all__ = [
     "compare",
     "load_config",
     "load_run",
+    "plan",
     "predict",
     "predict_file",
     "prepare_data",
@@ -29,6 +30,10 @@ def __getattr__(name: str):  # lazy: importing tuneforge must stay cheap (the CL
         from tuneforge import api
 
         return getattr(api, name)
+    if name == "plan":
+        from tuneforge.estimate.plan import plan
+
+        return plan
     if name == "sweep":
         from tuneforge.hpo.sweep import sweep
 

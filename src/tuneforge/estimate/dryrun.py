@@ -10,20 +10,22 @@ before the model is built to its high-water mark during training. The high-water
 samples; where that file cannot be written a 2 ms psutil sampling thread stands in. Freed heap is handed back
 (malloc_trim) before the baseline, so earlier work cannot hide later allocations.
 
-Steps. The dry run starts with the epoch's longest batch twice (the sampler always puts it first; the second time
-the optimizer states exist, so it is the steady-state peak) and goes on with the batches training would see next.
-Those two are warm-up; the rest give (padded tokens, seconds) samples for the step-time fit.
+Steps. The dry run starts with the epoch's longest batch (the sampler always puts it first; this step is warm-up:
+optimizer states are allocated, kernels initialised), goes on with the batches training would see next, and ends
+with the longest batch again, now in steady state. Every step after the first gives a (padded tokens, seconds)
+sample for the step-time fit.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ class Measurement:
     step_tokens: list[int]  # every step, in order
     step_ends: list[float]  # seconds since training began, at the end of every step
     device: str
+    peak_by_step: list[int] = field(default_factory=list)  # CPU: running peak growth at the end of every step
     out_of_memory: bool = False
 
     @property
@@ -45,17 +48,16 @@ class Measurement:
         return sum(s for _, s in self.samples) / max(len(self.samples), 1)
 
 
-def measure(cfg: Any, train_dataset: Any, labels: list[str], batch: int, steps: int, warmup: int = 2,
+def measure(cfg: Any, train_dataset: Any, labels: list[str], batch: int, steps: int, warmup: int = 1,
             mode: str = "dry", timeout: float | None = None) -> Measurement:
-    """Train `warmup + steps` steps at micro-batch `batch` in a child process and measure them.
-    mode "dry": longest batch `warmup` times, then the sampler's next batches. mode "run": the real sampler,
-    unchanged (a normal run's first steps)."""
+    """Train `warmup + steps` steps at micro-batch `batch` in a child process and measure them; the first `warmup`
+    are not timed. mode "dry": see `_fixed_order`. mode "run": the real sampler, unchanged (a normal run)."""
     from tuneforge.config import dump_config
 
     with tempfile.TemporaryDirectory(prefix="tuneforge-plan-") as tmp:
         job = Path(tmp)
         (job / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-        train_dataset.save_to_disk(str(job / "train"))
+        _save_quietly(train_dataset, job / "train")
         (job / "job.json").write_text(json.dumps({"batch": batch, "steps": steps, "warmup": warmup, "mode": mode,
                                                   "labels": labels}))
         proc = subprocess.run([sys.executable, "-m", "tuneforge.estimate.dryrun", str(job)], capture_output=True,
@@ -68,7 +70,20 @@ def measure(cfg: Any, train_dataset: Any, labels: list[str], batch: int, steps: 
             raise RunError(f"the dry run at batch {batch} failed (exit code {proc.returncode}):\n{tail}",
                            fix="run `tuneforge train` on the same config to see the full error")
         r = json.loads(result.read_text())
-    return Measurement(batch, r["peak_bytes"], [tuple(s) for s in r["samples"]], r["tokens"], r["ends"], r["device"])
+    return Measurement(batch, r["peak_bytes"], [tuple(s) for s in r["samples"]], r["tokens"], r["ends"], r["device"],
+                       peak_by_step=r["peak_by_step"])
+
+
+def _save_quietly(dataset: Any, path: Path) -> None:
+    from datasets.utils import logging as ds_logging
+
+    shown = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()  # a progress bar per measurement is noise in the plan's output
+    try:
+        dataset.save_to_disk(str(path))
+    finally:
+        if shown:
+            ds_logging.enable_progress_bar()
 
 
 # ---- child process ------------------------------------------------------------------------------------------
@@ -87,14 +102,13 @@ class _PeakRSS:
 
     @staticmethod
     def trim() -> None:
+        import contextlib
         import ctypes
         import gc
 
         gc.collect()
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to hand back
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
 
     def rss(self) -> int:
         return int(self._proc.memory_info().rss)
@@ -112,28 +126,37 @@ class _PeakRSS:
             self._max = max(self._max, self.rss())
             time.sleep(0.002)
 
-    def peak(self) -> int:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            return self._max
+    def peak_so_far(self) -> int:
+        return self._max if self._thread is not None else self._hwm()
+
+    def _hwm(self) -> int:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmHWM in /proc/self/status")
 
+    def peak(self) -> int:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            return self._max
+        return self._hwm()
 
-def _fixed_order(lengths: list[int], batch: int, seed: int, total_steps: int, warmup: int) -> list[int]:
-    """Indices for the dry run: the sampler's first (longest) batch `warmup` times, then its next batches."""
+
+def _fixed_order(lengths: list[int], batch: int, seed: int, steps: int) -> list[int]:
+    """Indices for the dry run: the sampler's first (longest) batch, its next `steps - 1` batches, and the longest
+    batch once more. The last step is the steady-state peak: optimizer states exist and the heap has already served
+    batches of several shapes (glibc keeps freed blocks of other sizes, so a CPU process's RSS creeps up over the
+    first steps of an epoch and a fresh process at the longest batch would read low)."""
     from tuneforge.training.sampler import SeededLengthGroupedSampler
 
     order = list(SeededLengthGroupedSampler(lengths, batch, seed))
     batches = [order[i:i + batch] for i in range(0, len(order), batch)]
-    picked = [batches[0]] * warmup
     rest = batches[1:] or batches
-    while len(picked) < total_steps:
-        picked += rest[: total_steps - len(picked)]
-    return [i for b in picked for i in b]
+    middle: list[list[int]] = []
+    while len(middle) < steps - 1:
+        middle += rest[: steps - 1 - len(middle)]
+    return [i for b in [batches[0], *middle, batches[0]] for i in b]
 
 
 def _child(job_dir: Path) -> None:
@@ -192,6 +215,7 @@ def _child(job_dir: Path) -> None:
         return out
 
     ends: list[float] = []
+    marks: list[int] = []
 
     class Probe(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -201,6 +225,8 @@ def _child(job_dir: Path) -> None:
             if cuda:
                 torch.cuda.synchronize()
             ends.append(time.perf_counter() - self.start)
+            if not cuda:  # running high-water mark: at which step the peak was reached (diagnostics)
+                marks.append(probe.peak_so_far() - base)
             control.should_save = control.should_evaluate = False
             return control
 
@@ -217,18 +243,18 @@ def _child(job_dir: Path) -> None:
                                      loss_only=True, trainer_options=task.trainer_options(), spec=spec,
                                      extra_callbacks=[Probe()])
     if mode == "dry":
-        order = _fixed_order([len(x) for x in train_ds["input_ids"]], batch, cfg.training.seed, total, warmup)
+        order = _fixed_order([len(x) for x in train_ds["input_ids"]], batch, cfg.training.seed, steps)
         trainer._get_train_sampler = lambda *a, **k: order  # type: ignore[method-assign]
     try:
         trainer.train()
     finally:
         stop.restore_handlers()
     peak = (torch.cuda.max_memory_allocated() if cuda else probe.peak()) - base
-    durations = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    durations = [b - a for a, b in itertools.pairwise(ends)]
     samples = [(tokens[i], durations[i - 1]) for i in range(max(warmup, 1), len(ends))]
     (job_dir / "result.json").write_text(json.dumps({
         "peak_bytes": peak, "samples": samples, "tokens": tokens[:len(ends)], "ends": ends,
-        "device": "cuda" if cuda else "cpu"}))
+        "device": "cuda" if cuda else "cpu", "peak_by_step": marks}))
 
 
 if __name__ == "__main__":

@@ -118,10 +118,11 @@ def local_cpu(threads: int | None = None) -> Hardware:
     finally:
         torch.set_num_threads(before)
     ram = psutil.virtual_memory().total / GIB
-    cores = threads or torch.get_num_threads()
+    used = threads or torch.get_num_threads()
+    label = f"{used} thread" + ("s" if used != 1 else "")
     return Hardware("cpu", "cpu", ram, gflops / 1000, gflops / 1000, bandwidth, None,
-                    f"this machine's CPU ({os.cpu_count()} cores, {cores} threads, {gflops:.0f} GFLOPS fp32 "
-                    f"matmul measured)", detected=True)
+                    f"this machine's CPU ({os.cpu_count()} cores, {label}, {gflops:.0f} GFLOPS fp32 matmul measured)",
+                    detected=True)
 
 
 def _matmul_tflops(device: str, dtype: object) -> float:

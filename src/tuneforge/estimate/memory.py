@@ -19,9 +19,9 @@ from tuneforge.errors import ConfigError
 # bytes per parameter of a 4-bit (NF4/FP4) weight: 0.5 + one absmax per 64 weights, itself quantised to 8 bits
 # with an fp32 constant per 256 blocks when double quantisation is on (Dettmers et al. 2023, section 3).
 QLORA_BYTES = {True: 0.5 + (1 + 4 / 256) / 64, False: 0.5 + 4 / 64}
-# RSS a CPU training process adds on top of its tensors: autograd engine, Trainer/accelerate state, oneDNN
-# primitive caches, per-thread malloc arenas. Measured here with a near-empty model (docs/plan.md).
-CPU_RUNTIME_OVERHEAD = 96 * 2**20
+# RSS a CPU training process adds on top of its tensors: Trainer/accelerate state, data loader, autograd engine,
+# malloc arenas. Measured with the dry run on a 250k-parameter BERT: 21-23 MiB at batch 1 and 2 (docs/plan.md).
+CPU_RUNTIME_OVERHEAD = 24 * 2**20
 AUTO_CLASSES = {"SEQ_CLS": "AutoModelForSequenceClassification", "TOKEN_CLS": "AutoModelForTokenClassification",
                 "CAUSAL_LM": "AutoModelForCausalLM"}
 
@@ -58,13 +58,17 @@ class ModelFacts:
 
 @contextlib.contextmanager
 def hf_logging_quiet() -> Iterator[None]:
-    """transformers' load reports and deprecation notes are noise while planning."""
+    """transformers' load reports and deprecation warnings are noise while planning."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():  # PEFT calls transformers APIs deprecated in v5 (FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
     finally:
         hf_logging.set_verbosity(before)
 
@@ -145,9 +149,9 @@ def _count(model: Any, config: Any, causal: bool, head: Any, qlora: bool, method
     dropout_features = 0
     for module in model.modules():
         drops = getattr(module, "lora_dropout", None)
-        if isinstance(drops, torch.nn.ModuleDict) and hasattr(module, "in_features"):
-            if any(isinstance(d, torch.nn.Dropout) and d.p > 0 for d in drops.values()):
-                dropout_features += int(module.in_features)
+        if (isinstance(drops, torch.nn.ModuleDict) and hasattr(module, "in_features")
+                and any(isinstance(d, torch.nn.Dropout) and d.p > 0 for d in drops.values())):
+            dropout_features += int(module.in_features)
     hidden = int(_get(config, "hidden_size", "n_embd", "d_model"))
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     half = any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters())
@@ -183,9 +187,10 @@ class MemoryEstimate:
 
     @property
     def total(self) -> float:
-        # Gradients grow as backward frees activations, so they peak at different moments: the larger one counts.
-        # The first step's optimizer.step() (weights + gradients + new states) is covered by the same max.
-        return self.weights + self.optimizer + max(self.activations + self.logits, self.gradients) + self.overhead
+        # Everything at once. Gradients are freed after each step (zero_grad(set_to_none)) and grow while backward
+        # frees activations, so on a caching GPU allocator this is an upper bound; a CPU process's resident set was
+        # measured to hold them together (freed activation pages are not all back with the OS when gradients land).
+        return self.weights + self.gradients + self.optimizer + self.activations + self.logits + self.overhead
 
 
 def activation_bytes_per_token(f: ModelFacts, seq_len: int, act_bytes: int, cuda: bool, checkpointing: bool,
@@ -197,18 +202,20 @@ def activation_bytes_per_token(f: ModelFacts, seq_len: int, act_bytes: int, cuda
     gate/up/activation/product), GELU encoders ~10h + 2i (their dropout masks are kept as floats). Attention
     probabilities (3 x heads x seq: scores, dropout mask, dropout output) are only kept when SDPA falls back to its
     math kernel: on CPU with attention dropout. A fused kernel instead keeps the expanded padding mask (seq).
-    Gradient checkpointing keeps each layer's input (h) and recomputes one layer at a time during backward."""
+    Gradient checkpointing keeps each layer's input (h) and recomputes one layer at a time during backward. Backward
+    through a layer allocates its gradients next to what is still saved: one more layer's worth at the peak. LoRA
+    keeps each adapted input after dropout (activation dtype) and the dropout mask (bool)."""
     h, i, L = f.hidden, f.intermediate, f.layers
     per_layer = (11 * h + 4 * i) if f.gated_mlp else (10 * h + 2 * i)
     fused = cuda or f.attention_dropout == 0
     per_layer += (0 if packed else seq_len) if fused else 3 * f.heads * seq_len
-    adapters = 2 * f.adapter_dropout_features  # dropout output + mask for every adapter input, all layers
+    adapters = f.adapter_dropout_features * (act_bytes + 1)  # bytes, all layers
     embeddings = 3 * h
     if not f.backprop_backbone:  # only the head trains: nothing inside the layers is kept
         return (h + per_layer) * act_bytes  # the head's input + one layer's transient working set
-    if checkpointing:
-        return (L * h + per_layer + adapters / max(L, 1) + embeddings) * act_bytes
-    return (L * per_layer + adapters + embeddings) * act_bytes
+    if checkpointing:  # layer inputs + one layer recomputed + its gradients
+        return (L * h + 2 * per_layer + embeddings) * act_bytes + adapters / max(L, 1)
+    return ((L + 1) * per_layer + embeddings) * act_bytes + adapters
 
 
 def logits_bytes_per_token(f: ModelFacts, act_bytes: int) -> float:
