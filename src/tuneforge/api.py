@@ -69,15 +69,12 @@ def _revision(cfg: RunConfig) -> dict[str, Any]:
     return {"revision": cfg.model.revision} if cfg.model.revision else {}
 
 
-def _check_compatible(cfg: RunConfig, task: Any, method: Any, model_path: str) -> str:
-    """Catch config combinations that would only fail mid-run. Returns the early-stopping metric."""
-    import json
-
+def check_method_task(cfg: RunConfig, task: Any, method: Any) -> None:
+    """Method x task x config combinations that cannot work on any machine (shared by `train` and `plan`)."""
     supported = method.supported_task_types
     if supported is not None and task.peft_task_type not in supported:
         raise ConfigError(f"method {method.name!r} does not work for {task.name} models in this transformers "
                           f"version", key="method.name", fix="use lora, dora, ia3 or adapter")
-    method.check_environment()
     task.check_config(cfg)
     if method.uses_kv_prefix and getattr(cfg.task, "packing", False):
         raise ConfigError(f"method {method.name!r} feeds a key/value prefix, which disables packed-sequence masks",
@@ -85,6 +82,14 @@ def _check_compatible(cfg: RunConfig, task: Any, method: Any, model_path: str) -
     if method.prepends_virtual_tokens and task.per_token_outputs:
         raise ConfigError(f"method {method.name!r} prepends virtual tokens, which shifts per-token outputs",
                           key="method.name", fix=f"use lora, dora, ia3, adapter, freeze or full for {task.name}")
+
+
+def _check_compatible(cfg: RunConfig, task: Any, method: Any, model_path: str) -> str:
+    """Catch config combinations that would only fail mid-run. Returns the early-stopping metric."""
+    import json
+
+    method.check_environment()  # this machine (e.g. qlora without CUDA)
+    check_method_task(cfg, task, method)
     metric = cfg.training.early_stopping.metric
     metric = (task.training_metric or task.primary_metric) if metric == "auto" else metric.removeprefix("eval_")
     allowed = [*task.metric_names(), "loss"]

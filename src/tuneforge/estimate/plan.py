@@ -197,17 +197,9 @@ def _model_dir(cfg: RunConfig) -> str:
 
 def _check_compatible(cfg: RunConfig, task: Any, method: Any, f: ModelFacts | None = None) -> None:
     """The config combinations `train` rejects before loading, minus the checks about *this* machine."""
-    supported = method.supported_task_types
-    if supported is not None and task.peft_task_type not in supported:
-        raise ConfigError(f"method {method.name!r} does not work for {task.name} models", key="method.name",
-                          fix="use lora, dora, ia3 or adapter")
-    task.check_config(cfg)
-    if method.uses_kv_prefix and getattr(cfg.task, "packing", False):
-        raise ConfigError(f"method {method.name!r} feeds a key/value prefix, which disables packed-sequence masks",
-                          key="task.packing", fix="set task.packing: false (or use lora)")
-    if method.prepends_virtual_tokens and task.per_token_outputs:
-        raise ConfigError(f"method {method.name!r} prepends virtual tokens, which shifts per-token outputs",
-                          key="method.name", fix=f"use lora, dora, ia3, adapter, freeze or full for {task.name}")
+    from tuneforge.api import check_method_task
+
+    check_method_task(cfg, task, method)
     if f is not None and f.max_positions and cfg.data.max_length + f.virtual_tokens > f.max_positions:
         raise ConfigError(f"{cfg.data.max_length} (+{f.virtual_tokens} virtual tokens) exceeds the model's "
                           f"{f.max_positions} positions", key="data.max_length",

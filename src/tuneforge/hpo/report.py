@@ -66,16 +66,7 @@ def history_png(trials: list[FrozenTrial], metric: str, maximize: bool, referenc
         ax.step([b[0] for b in best], [b[1] for b in best], where="post", color="tab:green", label="best so far")
     if reference is not None:
         ax.axhline(reference, color="tab:red", linestyle="--", label="default config")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial")
-    ax.set_ylabel(f"validation {metric}")
-    ax.set_title("Optimisation history")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "trial", f"validation {metric}", "Optimisation history")
 
 
 def intermediate_png(trials: list[FrozenTrial], metric: str, path: Path) -> Path:
@@ -88,12 +79,17 @@ def intermediate_png(trials: list[FrozenTrial], metric: str, path: Path) -> Path
         style = {"color": "tab:blue", "alpha": 0.7} if t.state == TrialState.COMPLETE else \
             {"color": "tab:gray", "alpha": 0.6, "linestyle": "--"}
         ax.plot(steps, [t.intermediate_values[s] for s in steps], marker=".", **style)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.plot([], [], color="tab:blue", label="complete")
     ax.plot([], [], color="tab:gray", linestyle="--", label="pruned / failed")
-    ax.set_xlabel("evaluation")
-    ax.set_ylabel(f"validation {metric}")
-    ax.set_title("Validation curves of all trials")
+    return _finish(fig, ax, path, "evaluation", f"validation {metric}", "Validation curves of all trials")
+
+
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Shared axes, legend and save of the sweep's figures (integer x: trials or evaluations)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
