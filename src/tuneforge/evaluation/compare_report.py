@@ -62,7 +62,8 @@ def recommend(rows: list[dict[str, Any]], metric: str, higher: bool, n_test: int
             best = plain
     gain = sign * (best[metric] - base[metric])
     p = best.get("p_value", 1.0)
-    shown = f"{metric} {best[metric]:.4f} vs {base[metric]:.4f}, {fmt_gain(gain, metric)}, p = {p:.3g}"
+    shown = f"{metric} {best[metric]:.4f} vs {base[metric]:.4f}, {fmt_gain(best[metric] - base[metric], metric)}, " \
+            f"p = {p:.3g}"
     cost = (f"It costs {fmt_seconds(best['train_seconds'])} of training once and {best['latency_p50_ms']:.1f} ms "
             f"per example (p50) against {base['latency_p50_ms']:.1f} ms for the baseline.")
     if gain > 0 and p < ALPHA:
