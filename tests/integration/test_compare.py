@@ -93,6 +93,11 @@ def test_compare_rejects_a_run_from_another_split(classification_setup: tuple[Pa
     assert_user_error(cli("compare", other, "--run", run), "different test split", fix="config.yaml")
 
 
+def test_compare_rejects_a_missing_run_folder(classification_setup: tuple[Path, Path], cli, tmp_path: Path) -> None:
+    config, _ = classification_setup
+    assert_user_error(cli("compare", config, "--run", tmp_path / "nope"), "is not a run folder")
+
+
 def test_compare_rejects_unsupported_tasks(tiny_bert: Path, tmp_path: Path, cli) -> None:
     from conftest import make_ner_rows
 

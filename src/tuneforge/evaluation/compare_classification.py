@@ -159,7 +159,7 @@ def _run_entrants(inp: CompareInputs, run: Any, y: dict[str, np.ndarray], knn_te
     if cfg.compare.combine:
         # Mixing weight chosen on validation accuracy; 0 means retrieval does not help this run.
         grid = np.linspace(0, 0.9, 10)
-        val_acc = [((1 - w) * p_val + w * knn_val).argmax(1).__eq__(y["validation"]).mean() for w in grid]
+        val_acc = [(((1 - w) * p_val + w * knn_val).argmax(1) == y["validation"]).mean() for w in grid]
         w = float(grid[int(np.argmax(val_acc))])
         preds = ((1 - w) * p_test + w * knn_test).argmax(1)
         out.append(Entrant(f"run+rag:{run.path.name}", f"fine-tuned {method} + kNN retrieval (w={w:.1f})",

@@ -53,16 +53,9 @@ class VectorIndex:
         index.add(vectors)
         return cls(index, payload, kind)
 
-    def search(self, queries: np.ndarray, k: int, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query; ids of -1 mean fewer than k hits. `exclude_self` drops an exact
-        self-match (querying the index with its own vectors, e.g. few-shot demonstrations for training rows)."""
-        extra = 1 if exclude_self else 0
-        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k + extra, self.size))
-        if exclude_self:
-            keep = scores < 1 - 1e-6
-            scores = np.array([row[m][:k] for row, m in zip(scores, keep, strict=True)])
-            ids = np.array([row[m][:k] for row, m in zip(ids, keep, strict=True)])
-        return scores, ids
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query; ids of -1 mean fewer than k hits."""
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.size))
 
     @property
     def size(self) -> int:
@@ -88,9 +81,6 @@ class VectorIndex:
             raise TuneforgeError(f"{folder}: index holds {index.ntotal} vectors but the payload {len(meta['items'])}",
                                  fix="delete the folder; `tuneforge compare` rebuilds it")
         return cls(index, meta["items"], meta["kind"])
-
-    def disk_bytes(self, folder: Path) -> int:
-        return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
 def knn_vote(scores: np.ndarray, ids: np.ndarray, labels_of_items: np.ndarray, n_labels: int) -> np.ndarray:
