@@ -136,3 +136,8 @@ def unmitigated(tiny_causal: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_each_mitigation_reduces_forgetting(mitigation: dict, unmitigated: float, tiny_causal: Path,
                                             tmp_path: Path) -> None:
     assert _forgetting_change(tiny_causal, tmp_path, "guarded", **mitigation) < unmitigated
+    if "replay_ratio" in mitigation:  # the replayed texts are never the measured ones
+        data = tmp_path / "runs" / "guarded" / "data"
+        measured = {json.loads(line)["text"] for line in (data / "reference.jsonl").read_text().splitlines()}
+        replayed = {json.loads(line)["text"] for line in (data / "replay.jsonl").read_text().splitlines()}
+        assert measured and replayed and not measured & replayed

@@ -80,8 +80,7 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
         lines += ["## Forgetting", "", f"Language-model loss on the reference set ({train_info.get('reference_texts')} "
                   f"texts, {train_info.get('reference_source')}): {forgetting['reference_loss_before']:.4f} before, "
                   f"{forgetting['reference_loss_after']:.4f} after ({forgetting['change']:+.4f}). "
-                  + (f"Replay mixed {train_info['replay_examples']} reference texts into training."
-                     if train_info.get("replay_examples") else "No mitigation was enabled."), ""]
+                  + _mitigations(cfg, train_info), ""]
     if test.per_class:
         lines += ["## Per class (test)", "", "| class | precision | recall | F1 | support |",
                   "|---|---:|---:|---:|---:|"]
@@ -103,6 +102,20 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
               f"leakage {data_report.get('leakage')}. Full report: `data/report.json`.", "", "## Figures", ""]
     lines += [f"![{p.stem}]({p.relative_to(path.parent).as_posix()})" for p in plots]
     return write_text(path, "\n".join(lines) + "\n")
+
+
+def _mitigations(cfg: Any, train_info: dict[str, Any]) -> str:
+    """The forgetting mitigations a run used, in words."""
+    f = getattr(cfg.task, "forgetting", None)
+    used = []
+    if train_info.get("replay_examples"):
+        used.append(f"replay of {train_info['replay_examples']} examples drawn from {train_info['replay_texts']} "
+                    "reference texts kept apart from the measured ones")
+    if f is not None and f.kl_to_base > 0:
+        used.append(f"KL-to-base penalty (weight {f.kl_to_base})")
+    if f is not None and f.backbone_lr_scale < 1:
+        used.append(f"backbone learning rate x{f.backbone_lr_scale}")
+    return f"Mitigations: {'; '.join(used)}." if used else "No mitigation was enabled."
 
 
 def _sample_table(samples: list[dict[str, Any]], baselines: dict[str, Any]) -> list[str]:

@@ -191,16 +191,28 @@ class SFT(Task):
         f = self.params.forgetting
         if not f.enabled:
             return {}
-        texts = read_reference(f.reference) if f.reference else sample_reference(
-            model, tokenizer, f.samples, f.sample_tokens, seed)
+        # With replay, the texts replayed and the texts measured are disjoint: measuring forgetting on texts the
+        # model was just trained on would flatter the mitigation. Sampled references draw a second, differently
+        # seeded set to replay (the measured set stays the one a run without replay measures); a reference file is
+        # split into alternate halves.
+        replayed: list[str] = []
+        if f.reference:
+            texts = read_reference(f.reference)
+            if f.replay_ratio > 0 and len(texts) >= 2:
+                texts, replayed = texts[0::2], texts[1::2]
+        else:
+            texts = sample_reference(model, tokenizer, f.samples, f.sample_tokens, seed)
+            if f.replay_ratio > 0:
+                replayed = sample_reference(model, tokenizer, f.samples, f.sample_tokens, seed + 1)
         self._reference = texts
         write_jsonl(run_dir / "data" / "reference.jsonl", [{"text": t} for t in texts])
         info: dict[str, Any] = {"reference_texts": len(texts), "reference_source": f.reference or "base-model samples",
                                 "reference_loss_before": lm_loss(model, tokenizer, texts, 512)}
-        if f.replay_ratio > 0 and texts:
+        if replayed:
+            write_jsonl(run_dir / "data" / "replay.jsonl", [{"text": t} for t in replayed])
             k = round(f.replay_ratio * len(splits["train"]))
-            splits["train"] = splits["train"] + [{"replay_text": texts[i % len(texts)]} for i in range(k)]
-            info["replay_examples"] = k
+            splits["train"] = splits["train"] + [{"replay_text": replayed[i % len(replayed)]} for i in range(k)]
+            info.update(replay_examples=k, replay_texts=len(replayed))
         return info
 
     def token_mask(self, example: dict[str, Any], tokenizer: Any, max_length: int) -> list[tuple[str, bool]]:
