@@ -98,13 +98,31 @@ def test_compare_rejects_a_missing_run_folder(classification_setup: tuple[Path, 
     assert_user_error(cli("compare", config, "--run", tmp_path / "nope"), "is not a run folder")
 
 
-def test_compare_rejects_unsupported_tasks(tiny_bert: Path, tmp_path: Path, cli) -> None:
+def test_ner_compare_scores_sentences_with_entity_f1(tiny_bert: Path, tmp_path: Path, cli) -> None:
+    import tuneforge
     from conftest import make_ner_rows
+    from tuneforge.config import parse_config
 
-    data = write_jsonl(tmp_path / "ner.jsonl", make_ner_rows())
-    cfg = write_yaml(tmp_path / "ner.yaml", base_config(tiny_bert, data, tmp_path / "runs",
-                                                        task={"name": "token_classification"}))
-    assert_user_error(cli("compare", cfg), "does not support task 'token_classification'")
+    data = write_jsonl(tmp_path / "ner.jsonl", make_ner_rows(80))
+    raw = base_config(tiny_bert, data, tmp_path / "runs", name="ner", task={"name": "token_classification"},
+                      training={"epochs": 3, "early_stopping": {"patience": None}},
+                      compare={"bootstrap_samples": 200, "permutations": 200, "latency_examples": 5})
+    tuneforge.train(parse_config(raw), quiet=True)
+    res = cli("compare", write_yaml(tmp_path / "ner.yaml", raw), "--run", tmp_path / "runs" / "ner")
+    assert res.code == 0, res.err
+    report = json.loads((tmp_path / "runs" / "ner-compare" / "comparison.json").read_text())
+    rows = {r["key"]: r for r in report["rows"]}
+    assert report["metric"] == "f1" and set(rows) == {"few_shot", "knn_rag", "linear_probe", "run:ner"}
+    trained = json.loads((tmp_path / "runs" / "ner" / "metrics.json").read_text())
+    assert rows["run:ner"]["f1"] == pytest.approx(trained["test"]["f1"], abs=1e-9)  # same entity F1 as the run
+    assert all(r["ci_low"] <= r["f1"] <= r["ci_high"] for r in rows.values())
+
+
+def test_compare_rejects_unsupported_tasks(tiny_causal: Path, tmp_path: Path, cli) -> None:
+    rows = [{"prompt": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(20)]
+    cfg = write_yaml(tmp_path / "pref.yaml", base_config(tiny_causal, write_jsonl(tmp_path / "p.jsonl", rows),
+                                                         tmp_path / "runs", task={"name": "preference"}))
+    assert_user_error(cli("compare", cfg), "does not support task 'preference'")
 
 
 def test_generation_compare_scores_prompting_rag_and_runs(tiny_causal: Path, tmp_path: Path) -> None:

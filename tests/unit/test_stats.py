@@ -9,6 +9,7 @@ from sklearn.metrics import f1_score
 from tuneforge.evaluation.stats import (
     accuracy,
     bootstrap_ci,
+    entity_f1,
     macro_f1,
     mean_value,
     paired_permutation_test,
@@ -86,3 +87,17 @@ def test_identical_systems_have_p_value_one() -> None:
     refs = np.arange(50) % 3
     result = paired_permutation_test(refs, refs.copy(), refs.copy(), accuracy, permutations=100)
     assert result.p_value == 1.0 and result.difference == 0.0
+
+
+def test_sentence_level_resampling_for_entity_f1() -> None:
+    """Rows of (tp, predicted, gold) per sentence: the CI and the paired test resample whole sentences."""
+    rng = np.random.default_rng(6)
+    gold = rng.integers(1, 4, 300)
+    good = np.stack([np.minimum(gold, rng.binomial(gold, 0.85)), gold, gold], axis=1)
+    bad = np.stack([np.minimum(gold, rng.binomial(gold, 0.55)), gold, gold], axis=1)
+    refs = np.zeros(len(gold))
+    assert entity_f1(refs, good) == pytest.approx(good[:, 0].sum() / gold.sum())
+    ci = bootstrap_ci(refs, good, entity_f1, samples=300)
+    assert ci.low < ci.point < ci.high
+    assert paired_permutation_test(refs, good, bad, entity_f1, permutations=300).p_value < 0.01
+    assert paired_permutation_test(refs, good, good.copy(), entity_f1, permutations=50).p_value == 1.0

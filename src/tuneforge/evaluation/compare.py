@@ -56,8 +56,10 @@ def _comparers() -> dict[str, tuple[Callable[[CompareInputs], tuple[np.ndarray, 
     """task name -> (entrant builder, headline metric, higher is better)."""
     from tuneforge.evaluation.compare_classification import classification_entrants
     from tuneforge.evaluation.compare_generation import generation_entrants
+    from tuneforge.evaluation.compare_token_classification import token_classification_entrants
 
     return {"classification": (classification_entrants, "macro_f1", True),
+            "token_classification": (token_classification_entrants, "f1", True),
             "sft": (generation_entrants, "answer_loss", False)}
 
 
@@ -165,7 +167,7 @@ def _print(rows: list[dict[str, Any]], metric: str, advice: str, con: Any) -> No
     for col in ("system", f"{metric} [95% CI]", "vs best baseline", "train", "p50 / p95 ms", "trainable"):
         table.add_column(col, justify="left" if col == "system" else "right")
     for r in rows:
-        table.add_row(r["system"], f"{r[metric]:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]", fmt_delta(r),
+        table.add_row(r["system"], f"{r[metric]:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]", fmt_delta(r, metric),
                       fmt_seconds(r["train_seconds"]), f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f}",
                       f"{r['trainable_params']:,}")
     con.print(table)

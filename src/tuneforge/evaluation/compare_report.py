@@ -18,12 +18,11 @@ def fmt_gain(value: float, metric: str) -> str:
     return f"{100 * value:+.2f} pts" if _points(metric) else f"{value:+.4f}"
 
 
-def fmt_delta(row: dict[str, Any]) -> str:
+def fmt_delta(row: dict[str, Any], metric: str) -> str:
     if row.get("best_baseline"):
         return "best baseline"
     if "delta" not in row:
         return ""
-    metric = next(k for k in ("macro_f1", "answer_loss", "accuracy") if k in row)
     return f"{fmt_gain(row['delta'], metric)} (p={row['p_value']:.3g})"
 
 
@@ -110,7 +109,7 @@ def write_comparison_report(out: Path, cfg: Any, result: Any, higher: bool) -> P
                  f"{r[metric]:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"]
         if extra_col:
             cells.append(f"{r[extra_col]:.4f}")
-        cells += [fmt_delta(r), fmt_seconds(r["train_seconds"]),
+        cells += [fmt_delta(r, metric), fmt_seconds(r["train_seconds"]),
                   f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} ms", f"{r['peak_memory_mb']:.0f} MB",
                   f"{r['trainable_params']:,}", fmt_bytes(r["artifact_bytes"])]
         lines.append("| " + " | ".join(cells) + " |")

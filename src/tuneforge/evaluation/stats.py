@@ -46,7 +46,15 @@ def mean_value(refs: np.ndarray, values: np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else 0.0
 
 
-METRIC_FNS: dict[str, MetricFn] = {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_f1": weighted_f1}
+def entity_f1(refs: np.ndarray, counts: np.ndarray) -> float:
+    """Micro entity F1 from per-sentence (true positives, predicted, gold) entity counts, one row per sentence:
+    resampling sentences keeps each sentence's entities together, as they are scored."""
+    tp, predicted, gold = counts.sum(axis=0) if len(counts) else (0, 0, 0)
+    return float(2 * tp / (predicted + gold)) if predicted + gold else 0.0
+
+
+METRIC_FNS: dict[str, MetricFn] = {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_f1": weighted_f1,
+                                   "f1": entity_f1}
 
 
 def metric_fn(name: str) -> MetricFn:
@@ -74,7 +82,7 @@ def bootstrap_ci(refs: np.ndarray, preds: np.ndarray, fn: MetricFn, samples: int
     """Percentile bootstrap: resample test examples with replacement, recompute the metric."""
     refs, preds = np.asarray(refs), np.asarray(preds)
     point = fn(refs, preds)
-    n = len(refs)
+    n = len(preds)
     if n < 2:
         return Interval(point, point, point, confidence)
     rng = np.random.default_rng(seed)
@@ -106,13 +114,13 @@ def paired_permutation_test(refs: np.ndarray, preds_a: np.ndarray, preds_b: np.n
     refs, a, b = np.asarray(refs), np.asarray(preds_a), np.asarray(preds_b)
     observed = fn(refs, a) - fn(refs, b)
     rng = np.random.default_rng(seed)
-    differs = a != b
+    differs = (a != b).reshape(len(a), -1).any(axis=1)  # outputs may be rows (e.g. per-sentence counts)
     if not differs.any():
         return PairedTest(0.0, 1.0, permutations)
     hits = 0
     tolerance = 1e-12 + 1e-9 * abs(observed)
     for _ in range(permutations):
-        swap = (rng.random(len(refs)) < 0.5) & differs
+        swap = ((rng.random(len(a)) < 0.5) & differs).reshape(-1, *([1] * (a.ndim - 1)))
         pa, pb = np.where(swap, b, a), np.where(swap, a, b)
         if abs(fn(refs, pa) - fn(refs, pb)) >= abs(observed) - tolerance:
             hits += 1
