@@ -76,6 +76,14 @@ def test_recommendation_follows_the_numbers() -> None:
                         row("run+rag:a", "combined", 0.81, 0.001, p_vs_run=0.5, delta_vs_run=0.01)],
                        "macro_f1", True, 500)
     assert advice.startswith("Fine-tune: run:a ") and "no significant further gain" in advice
+    # ... but when only the combination beats the baseline, the combination is what is recommended.
+    advice = recommend([base, row("run:a", "fine_tuned", 0.72, 0.40),
+                        row("run+rag:a", "combined", 0.80, 0.001, p_vs_run=0.06, delta_vs_run=0.08)],
+                       "macro_f1", True, 500)
+    assert advice.startswith("Fine-tune: run+rag:a ")
+    # The winner among several fine-tuned rows has its p-value adjusted for the choice (Bonferroni).
+    many = [base, *[row(f"run:{i}", "fine_tuned", 0.72, 0.02) for i in range(4)]]
+    assert recommend(many, "macro_f1", True, 500).startswith("Too close")
     # For a loss, lower wins.
     loss_base = {**row("zero_shot", "baseline", 0.0), "answer_loss": 3.0}
     tuned = {**row("run:a", "fine_tuned", 0.0, 0.001), "answer_loss": 1.0}

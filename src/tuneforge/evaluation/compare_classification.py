@@ -18,6 +18,7 @@ import numpy as np
 
 from tuneforge.evaluation.compare import CompareInputs, Entrant
 from tuneforge.evaluation.resources import PeakMemory, folder_bytes, latencies_ms
+from tuneforge.evaluation.stats import macro_f1
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -104,7 +105,8 @@ def classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entran
                            probe_texts)
     entrants.append(Entrant("knn_rag", f"kNN retrieval ({rag_k} neighbours, FAISS)", "baseline", knn_test.argmax(1),
                             index_s, lat, max(mem.peak_mb, setup_mem.peak_mb), 0, folder_bytes(index_dir)))
-    knn_val = knn_vote(*index.search(vecs["validation"], rag_k), y["train"], len(labels))
+    knn_val = knn_vote(*index.search(vecs["validation"], rag_k), y["train"], len(labels)) \
+        if len(vecs["validation"]) else np.zeros((0, len(labels)))
     knn_lat = lat
 
     # linear probe
@@ -147,7 +149,8 @@ def _run_entrants(inp: CompareInputs, run: Any, y: dict[str, np.ndarray], knn_te
             return _softmax(logits)
 
         p_test = probs("test", raw)
-        p_val = probs("validation", [e["text"] for e in inp.data.splits["validation"]])
+        val_texts = [e["text"] for e in inp.data.splits["validation"]]
+        p_val = probs("validation", val_texts) if val_texts else None
         one = [(t, p) for t, p in zip(raw, pairs["test"], strict=True)][:cfg.compare.latency_examples]
         lat = latencies_ms(lambda tp: loaded.task.logits(loaded.model, loaded.tokenizer, [tp[0]], [tp[1]],
                                                          loaded.max_length, 1), one)
@@ -156,11 +159,14 @@ def _run_entrants(inp: CompareInputs, run: Any, y: dict[str, np.ndarray], knn_te
     size = folder_bytes(run.path / "model")
     out = [Entrant(f"run:{run.path.name}", f"fine-tuned {method} ({run.path.name})", "fine_tuned", p_test.argmax(1),
                    train.get("train_seconds"), lat, mem.peak_mb, int(train.get("trainable_params", 0)), size)]
-    if cfg.compare.combine:
-        # Mixing weight chosen on validation accuracy; 0 means retrieval does not help this run.
+    if cfg.compare.combine and p_val is None:
+        inp.console.print("no validation split: the run + retrieval row is skipped (its mixing weight is chosen "
+                          "on validation, never on test)")
+    elif cfg.compare.combine:
+        # Mixing weight chosen on the validation headline metric; 0 means retrieval does not help this run.
         grid = np.linspace(0, 0.9, 10)
-        val_acc = [(((1 - w) * p_val + w * knn_val).argmax(1) == y["validation"]).mean() for w in grid]
-        w = float(grid[int(np.argmax(val_acc))])
+        val_f1 = [macro_f1(y["validation"], ((1 - w) * p_val + w * knn_val).argmax(1)) for w in grid]
+        w = float(grid[int(np.argmax(val_f1))])
         preds = ((1 - w) * p_test + w * knn_test).argmax(1)
         out.append(Entrant(f"run+rag:{run.path.name}", f"fine-tuned {method} + kNN retrieval (w={w:.1f})",
                            "combined", preds, train.get("train_seconds"),

@@ -42,6 +42,9 @@ def _passages_from_documents(folder: Path) -> list[dict[str, Any]]:
             chunk = f"{chunk}\n\n{para}".strip() if para else chunk
         if chunk:
             out.append({"text": chunk, "source": path.name})
+    if not out:
+        raise ConfigError(f"the documents in {folder} hold no text", key="compare.documents",
+                          fix="add text to the .txt/.md files, or remove compare.documents")
     return out
 
 
@@ -85,7 +88,9 @@ def _encode_last_answer(tokenizer: Any, template: str, messages: list[dict[str, 
 
 def _fit(tokenizer: Any, template: str, example: dict[str, Any], instruction: str | None,
          demos: list[dict[str, Any]], passages: list[str], max_length: int) -> dict[str, list[int]]:
-    """Drop demonstrations, then passages, farthest first, until the whole answer fits."""
+    """Drop demonstrations, then passages, then the instruction, farthest first, until the whole answer fits; a bare
+    example that is still too long loses the start of its prompt, never its answer. Labels: the last answer only,
+    so every system is scored on the same answer tokens."""
     demos, passages = list(demos), list(passages)
     while True:
         row = _encode_last_answer(tokenizer, template, _with_prompt(example, instruction, demos, passages),
@@ -96,10 +101,12 @@ def _fit(tokenizer: Any, template: str, example: dict[str, Any], instruction: st
             demos.pop()
         elif passages:
             passages.pop()
-        else:  # the bare example is longer than the context: keep its head, as training did
-            from tuneforge.tasks.chat_templates import tokenize_with_mask
-
-            return tokenize_with_mask(tokenizer, template, example["messages"], max_length)
+        elif instruction:
+            instruction = None
+        else:
+            row = _encode_last_answer(tokenizer, template, example["messages"], 10**9)
+            assert row is not None
+            return {"input_ids": row["input_ids"][-max_length:], "labels": row["labels"][-max_length:]}
 
 
 @torch.inference_mode()
@@ -132,6 +139,11 @@ def generation_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entrant]]:
     cfg, task, splits = inp.cfg, inp.task, inp.data.splits
     cmp, max_len = cfg.compare, cfg.data.max_length
     test, train = splits["test"], splits["train"]
+    if not train or not test:
+        from tuneforge.errors import ConfigError
+
+        raise ConfigError("compare needs training examples (to retrieve from) and test examples", key="data.split",
+                          fix="give a larger dataset or a test split")
     embed_path = resolve_model_path(ModelConfig(path="default"))  # the bundled sentence encoder
     with PeakMemory():
         start = time.perf_counter()
@@ -177,30 +189,29 @@ def generation_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entrant]]:
     names = {"zero_shot": "zero-shot prompt" + (" (with task instruction)" if cmp.instruction else ""),
              "few_shot": f"few-shot prompt ({cmp.few_shot_k} similar examples)",
              "rag": f"RAG ({cmp.rag_k} retrieved passages in the prompt)"}
-    with PeakMemory() as mem:
-        base = task.build_model(inp.model_path, [], pad_token_id=tokenizer.pad_token_id)
-        for key in ("zero_shot", "few_shot", "rag"):
+    base = task.build_model(inp.model_path, [], pad_token_id=tokenizer.pad_token_id)
+    for key in ("zero_shot", "few_shot", "rag"):
+        with PeakMemory() as mem:  # one measurement per row, read after the block (CUDA sets it on exit)
             values, lat = measure(base, tokenizer, template, key, cmp.instruction)
-            entrants.append(Entrant(key, names[key], "baseline", values, 0.0 if key == "zero_shot" else index_s,
-                                    lat, mem.peak_mb, 0, 0 if key == "zero_shot" else folder_bytes(index_dir)))
+        entrants.append(Entrant(key, names[key], "baseline", values, 0.0 if key == "zero_shot" else index_s,
+                                lat, mem.peak_mb, 0, 0 if key == "zero_shot" else folder_bytes(index_dir)))
     del base
     for run in inp.runs:
-        with PeakMemory() as mem:
-            loaded = run.model()
-            _, run_template = loaded.task._template(loaded.tokenizer)
-            train_info = run.metrics.get("train", {})
-            size = folder_bytes(run.path / "model")
-            method = run.config.method.name
-            for key, kind in (("zero_shot", "fine_tuned"), ("rag", "combined")):
-                if kind == "combined" and not cmp.combine:
-                    continue
+        loaded = run.model()
+        _, run_template = loaded.task._template(loaded.tokenizer)
+        train_info = run.metrics.get("train", {})
+        size = folder_bytes(run.path / "model")
+        method = run.config.method.name
+        for key, kind in (("zero_shot", "fine_tuned"), ("rag", "combined")):
+            if kind == "combined" and not cmp.combine:
+                continue
+            with PeakMemory() as mem:
                 values, lat = measure(loaded.model, loaded.tokenizer, run_template, key, None)
-                tag = f"run:{run.path.name}" if kind == "fine_tuned" else f"run+rag:{run.path.name}"
-                entrants.append(Entrant(tag, f"fine-tuned {method} ({run.path.name})" + (" + RAG" if key == "rag"
-                                                                                         else ""),
-                                        kind, values, train_info.get("train_seconds"), lat, mem.peak_mb,
-                                        int(train_info.get("trainable_params", 0)),
-                                        size + (folder_bytes(index_dir) if key == "rag" else 0),
-                                        base=f"run:{run.path.name}" if kind == "combined" else None))
+            tag = f"run:{run.path.name}" if kind == "fine_tuned" else f"run+rag:{run.path.name}"
+            entrants.append(Entrant(tag, f"fine-tuned {method} ({run.path.name})" + (" + RAG" if key == "rag" else ""),
+                                    kind, values, train_info.get("train_seconds"), lat, mem.peak_mb,
+                                    int(train_info.get("trainable_params", 0)),
+                                    size + (folder_bytes(index_dir) if key == "rag" else 0),
+                                    base=f"run:{run.path.name}" if kind == "combined" else None))
         run._loaded = None
     return np.zeros(len(test)), entrants

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +56,28 @@ def recommend(rows: list[dict[str, Any]], metric: str, higher: bool, n_test: int
                 f"{base[metric]:.4f}). Train a run with this config and compare again to see whether fine-tuning "
                 f"pays for itself.")
     best = max(tuned, key=lambda r: sign * r[metric])
+    m = len(tuned)  # the winner is picked among m fine-tuned rows: Bonferroni-adjust its p-value
+
+    def adjusted(row: dict[str, Any]) -> float:
+        return min(1.0, row.get("p_value", 1.0) * m)
+
     if best["kind"] == "combined" and best.get("p_vs_run", 0.0) >= ALPHA:
         plain = next((r for r in tuned if r["key"] == best["key"].replace("run+rag:", "run:", 1)), None)
-        if plain is not None:  # retrieval adds no significant gain: recommend the simpler system
+        # Retrieval adds nothing significant: recommend the simpler plain run, if it wins on its own too.
+        if plain is not None and sign * (plain[metric] - base[metric]) > 0 and adjusted(plain) < ALPHA:
             best = plain
     gain = sign * (best[metric] - base[metric])
-    p = best.get("p_value", 1.0)
+    p = adjusted(best)
+    note = f", Bonferroni-adjusted for {m} fine-tuned rows" if m > 1 else ""
     shown = f"{metric} {best[metric]:.4f} vs {base[metric]:.4f}, {fmt_gain(best[metric] - base[metric], metric)}, " \
-            f"p = {p:.3g}"
+            f"p = {p:.3g}{note}"
     cost = (f"It costs {fmt_seconds(best['train_seconds'])} of training once and {best['latency_p50_ms']:.1f} ms "
             f"per example (p50) against {base['latency_p50_ms']:.1f} ms for the baseline.")
     if gain > 0 and p < ALPHA:
         extra = ""
         if best["kind"] == "combined":
-            extra = (f" Retrieval on top of the fine-tuned model adds {fmt_gain(sign * best['delta_vs_run'], metric)}"
-                     f" (p = {best['p_vs_run']:.3g}).")
+            extra = (f" Retrieval on top of the fine-tuned model changes {metric} by "
+                     f"{fmt_gain(best['delta_vs_run'], metric)} (p = {best['p_vs_run']:.3g}).")
         elif any(r["kind"] == "combined" for r in tuned):
             extra = " Adding retrieval to the fine-tuned model gives no significant further gain."
         return f"Fine-tune: {best['system']} beats the best baseline, {base['system']} ({shown}).{extra} {cost}"
@@ -78,8 +86,8 @@ def recommend(rows: list[dict[str, Any]], metric: str, higher: bool, n_test: int
                 f"examples that difference is within noise. Prefer {base['system']}, which needs no training, "
                 f"or measure on a larger test set before paying for fine-tuning.")
     if p < ALPHA:
-        return (f"Do not fine-tune (yet): {base['system']} is significantly better than every fine-tuned run "
-                f"(best run: {shown}). Try a longer schedule or another method before spending more compute.")
+        return (f"Do not fine-tune (yet): {base['system']} beats every fine-tuned row, the best of them "
+                f"significantly ({shown}). Try a longer schedule or another method before spending more compute.")
     return (f"Too close to call, and fine-tuning does not lead: the best fine-tuned run is not significantly "
             f"different from {base['system']} ({shown}), which needs no training; keep it, or measure on a larger "
             f"test set.")
@@ -98,14 +106,15 @@ def write_comparison_report(out: Path, cfg: Any, result: Any, higher: bool) -> P
     lines = [f"# Comparison: {cfg.name}", "",
              f"Task **{cfg.task.name}**, base model `{cfg.model.path}`, {result.extra['test_examples']} test "
              f"examples (the split every fine-tuned run below was tested on).", "",
-             "## Recommendation", "", f"> {result.recommendation}", "",
+             "## Recommendation", "", f"> {html.escape(result.recommendation, quote=False)}", "",
              "## Results", "",
              f"| system | kind | {metric} [{conf}% CI] |" + (f" {extra_col} |" if extra_col else "")
              + " vs best baseline (paired test) | training | latency p50 / p95 | peak memory | trainable params "
                "| artefact |",
              "|---|---|---:|" + ("---:|" if extra_col else "") + "---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        cells = [r["system"] + (f" ({r['note']})" if r.get("note") else ""), KIND_NAMES.get(r["kind"], r["kind"]),
+        system = html.escape(r["system"] + (f" ({r['note']})" if r.get("note") else ""), quote=False)
+        cells = [system.replace("|", "\\|"), KIND_NAMES.get(r["kind"], r["kind"]),
                  f"{r[metric]:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]"]
         if extra_col:
             cells.append(f"{r[extra_col]:.4f}")
@@ -125,7 +134,8 @@ def write_comparison_report(out: Path, cfg: Any, result: Any, higher: bool) -> P
     if samples:
         lines += ["", "## Where the best fine-tuned run and the best baseline disagree (test)", "",
                   "| input | reference | best baseline | fine-tuned |", "|---|---|---|---|"]
-        lines += ["| " + " | ".join(str(c).replace("|", "\\|")[:160] for c in s) + " |" for s in samples]
+        lines += ["| " + " | ".join(html.escape(str(c), quote=False).replace("|", "\\|")[:160] for c in s) + " |"
+                  for s in samples]
     md = write_text(out / "report.md", "\n".join(lines) + "\n")
     write_html_report(md)
     return md

@@ -46,7 +46,10 @@ def print_comparison(rows: list[dict[str, Any]], primary: str, secondary: str, c
 
 
 def _cell(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split()).replace("|", "\\|")
+    """One table cell: one line, pipes escaped, HTML escaped (report.html must not run text from the data)."""
+    import html
+
+    text = html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 

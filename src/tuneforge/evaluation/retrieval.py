@@ -55,6 +55,8 @@ class VectorIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query; ids of -1 mean fewer than k hits."""
+        if self.size == 0 or k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.size))
 
     @property
