@@ -15,16 +15,11 @@ import time
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from tuneforge.evaluation.compare import CompareInputs, Entrant
 from tuneforge.evaluation.resources import PeakMemory, folder_bytes, latencies_ms
 from tuneforge.evaluation.stats import macro_f1
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _few_shot_scores(query: np.ndarray, label_vecs: np.ndarray, scores: np.ndarray, ids: np.ndarray,
@@ -146,7 +141,7 @@ def _run_entrants(inp: CompareInputs, run: Any, y: dict[str, np.ndarray], knn_te
         def probs(name: str, xs: list[str]) -> np.ndarray:
             logits = loaded.task.logits(loaded.model, loaded.tokenizer, xs, pairs[name], loaded.max_length,
                                         cfg.training.eval_batch_size)
-            return _softmax(logits)
+            return softmax(logits, axis=1)
 
         p_test = probs("test", raw)
         val_texts = [e["text"] for e in inp.data.splits["validation"]]

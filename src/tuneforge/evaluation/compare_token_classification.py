@@ -61,6 +61,7 @@ def token_classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[
         index_dir = index.save(inp.out_dir / "index")
         sent_vecs = {n: sentence_embeddings(encoder, tokenizer, [" ".join(s) for s in sentences[n]], max_len)
                      for n in ("train", "test")}
+        sentence_index = VectorIndex.build(sent_vecs["train"], [{}] * len(sent_vecs["train"]))
         setup_s = time.perf_counter() - start
     inp.console.print(f"retrieval index: {index.size} training words, {index.kind}, saved in {index_dir}")
     offsets = np.cumsum([0] + [len(s) for s in sentences["train"]])
@@ -81,13 +82,12 @@ def token_classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[
 
     entrants = []
     with PeakMemory() as mem:
-        _, demos = VectorIndex.build(sent_vecs["train"], [{}] * len(sent_vecs["train"])).search(
-            sent_vecs["test"], cmp.few_shot_k)
+        _, demos = sentence_index.search(sent_vecs["test"], cmp.few_shot_k)
         preds = [few_shot_tags(v, d) for v, d in zip(words["test"], demos, strict=True)]
 
         def few_shot_one(tokens: list[str]) -> list[str]:
             q = sentence_embeddings(encoder, tokenizer, [" ".join(tokens)], max_len)
-            _, d = VectorIndex.build(sent_vecs["train"], [{}] * len(sent_vecs["train"])).search(q, cmp.few_shot_k)
+            _, d = sentence_index.search(q, cmp.few_shot_k)
             return few_shot_tags(embed_words(tokens), d[0])
 
         lat = latencies_ms(few_shot_one, probe)
