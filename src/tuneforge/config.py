@@ -246,7 +246,7 @@ def parse_config(raw: Any, source: str | Path = "<config>") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise explain_validation_error(exc, raw, source) from None
+        raise explain_validation_error(exc, raw, source, RunConfig) from None
 
 
 def set_override(raw: dict[str, Any], assignment: str) -> None:
@@ -314,3 +314,9 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def resolve_config(config: RunConfig | str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """A RunConfig from an object or a YAML file (with `--set` overrides), every local path made absolute."""
+    cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
+    return with_absolute_paths(cfg)

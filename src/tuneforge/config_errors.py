@@ -49,9 +49,9 @@ def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def explain_validation_error(exc: ValidationError, raw: dict[str, Any], source: str | Path) -> ConfigError:
-    from tuneforge.config import RunConfig
-
+def explain_validation_error(exc: ValidationError, raw: dict[str, Any], source: str | Path,
+                             root: type[BaseModel]) -> ConfigError:
+    """One ConfigError for pydantic's first problem; `root` is the model that was validated (RunConfig)."""
     errors = exc.errors()
     first = errors[0]
     loc = _strip_union_tags(tuple(first["loc"]))
@@ -59,7 +59,7 @@ def explain_validation_error(exc: ValidationError, raw: dict[str, Any], source: 
     more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
     kind = first["type"]
     if kind == "extra_forbidden":
-        parent = _model_at(RunConfig, loc[:-1], raw)
+        parent = _model_at(root, loc[:-1], raw)
         valid = sorted(parent.model_fields) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"

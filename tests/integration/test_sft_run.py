@@ -54,7 +54,7 @@ def test_sft_learns_answers_and_keeps_its_template(sft_run: tuple[Path, Path]) -
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["primary_metric"] == "loss"
     assert metrics["test"]["loss"] < 0.5 * metrics["baselines"]["base_model"]["loss"]  # held-out answer loss falls
-    assert metrics["comparison"][-1]["delta_points"] > 0  # lower loss counts as an improvement
+    assert metrics["comparison"][-1]["gain"] > 0  # lower loss counts as an improvement
     assert metrics["test"]["rouge_l"] > metrics["baselines"]["base_model"]["rouge_l"]
     assert 0.0 <= metrics["test"]["exact_match"] <= 1.0
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]

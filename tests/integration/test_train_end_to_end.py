@@ -47,7 +47,8 @@ def test_model_learned_and_beats_chance(finished_run: Path) -> None:
     assert metrics["test"]["accuracy"] >= 0.8  # three keyword-separable intents; chance is 0.33
     assert set(metrics["baselines"]) == {"linear_probe", "zero_shot"}
     tuned = metrics["comparison"][-1]
-    assert tuned["key"] == "fine_tuned" and "delta_points" in tuned
+    assert tuned["key"] == "fine_tuned" and "gain" in tuned and "p_value" in tuned
+    assert tuned["ci_low"] <= tuned["score"] <= tuned["ci_high"]
     card = (finished_run / "README.md").read_text()
     assert card.startswith("---\n") and "model-index" in card and "base_model" in card
 

@@ -20,7 +20,7 @@ def _plan(model: Path, cuda: bool, fast: str = "auto", method: str = "lora", **t
     cfg = parse_config({"name": "t", "model": {"path": str(model)}, "data": {"train": "x.jsonl", "max_length": 256},
                         "task": {"name": "sft", **task}, "method": {"name": method},
                         "training": {"fast_path": fast}})
-    return fast_path.plan(cfg, TASKS.get("sft")(cfg.task), METHODS.get(method)(cfg.method), str(model), cuda=cuda)
+    return fast_path.decide(cfg, TASKS.get("sft")(cfg.task), METHODS.get(method)(cfg.method), str(model), cuda=cuda)
 
 
 def test_fast_path_switches_on_for_a_supported_gpu_run(tiny_causal: Path) -> None:

@@ -18,13 +18,13 @@ Temperature = Annotated[float, typer.Option("--temperature", min=0.0, help="0: g
 
 
 def _generative_run(run: Path) -> Any:
-    from tuneforge.api import load_run
+    from tuneforge.registry.loaded_run import load_run
 
     loaded = load_run(run)
-    if loaded.config.task.name != "sft":
-        raise RunError(f"{run} is a {loaded.config.task.name} run, not a generative one",
+    if not loaded.generative:
+        raise RunError(f"{run} is a {loaded.task.name} run, not a generative one",
                        fix=f'use `tuneforge predict {run} "text"`')
-    return loaded.model()
+    return loaded
 
 
 def generate(run: Annotated[Path, typer.Argument(help="Run folder of an sft run.")],
@@ -32,20 +32,16 @@ def generate(run: Annotated[Path, typer.Argument(help="Run folder of an sft run.
              system: Annotated[str | None, typer.Option("--system", help="Optional system message.")] = None,
              max_new_tokens: MaxTokens = 256, temperature: Temperature = 0.0) -> None:
     """Generate one reply to a prompt."""
-    from tuneforge.tasks._generation import generate_reply
-
-    model = _generative_run(run)
+    loaded = _generative_run(run)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    print(generate_reply(model.model, model.tokenizer, messages, "auto", max_new_tokens, temperature))
+    print(loaded.generate(messages, max_new_tokens=max_new_tokens, temperature=temperature)[0])
 
 
 def chat(run: Annotated[Path, typer.Argument(help="Run folder of an sft run.")],
          system: Annotated[str | None, typer.Option("--system", help="Optional system message.")] = None,
          max_new_tokens: MaxTokens = 256, temperature: Temperature = 0.0) -> None:
     """Interactive chat, streaming tokens; /reset clears the history, /exit (or Ctrl-D) leaves."""
-    from tuneforge.tasks._generation import stream_reply
-
-    model = _generative_run(run)
+    loaded = _generative_run(run)
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)
     interactive = sys.stdin.isatty()
@@ -65,7 +61,7 @@ def chat(run: Annotated[Path, typer.Argument(help="Run folder of an sft run.")],
         messages.append({"role": "user", "content": line.strip()})
         sys.stdout.write("assistant> " if interactive else "")
         reply = ""
-        for piece in stream_reply(model.model, model.tokenizer, messages, "auto", max_new_tokens, temperature):
+        for piece in loaded.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature):
             sys.stdout.write(piece)
             sys.stdout.flush()
             reply += piece

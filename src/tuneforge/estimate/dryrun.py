@@ -190,7 +190,7 @@ def _child(job_dir: Path) -> None:
     task.prepare_tokenizer(tokenizer)
     train_ds = load_from_disk(str(job_dir / "train"))
     cuda = torch.cuda.is_available() and cfg.training.device in ("auto", "cuda")
-    fast = fast_path.plan(run_cfg, task, method, model_path)
+    fast = fast_path.decide(run_cfg, task, method, model_path)
 
     probe = _PeakRSS()
     probe.trim()

@@ -197,7 +197,7 @@ def _model_dir(cfg: RunConfig) -> str:
 
 def _check_compatible(cfg: RunConfig, task: Any, method: Any, f: ModelFacts | None = None) -> None:
     """The config combinations `train` rejects before loading, minus the checks about *this* machine."""
-    from tuneforge.api import check_method_task
+    from tuneforge.training.builder import check_method_task
 
     check_method_task(cfg, task, method)
     if f is not None and f.max_positions and cfg.data.max_length + f.virtual_tokens > f.max_positions:
@@ -221,11 +221,11 @@ def plan(config: RunConfig | str | Path, hardware: str = "local", devices: int =
          overrides: list[str] | None = None, examples: int | None = None, strict: bool = True) -> PlanResult:
     """Estimate peak memory per device and training time of a config. `strict`: raise ConfigError (with the plan
     attached as `.plan`) when the configured batch cannot fit the hardware."""
-    from tuneforge.api import _resolve
+    from tuneforge.config import resolve_config
     from tuneforge.methods import METHODS
     from tuneforge.tasks import TASKS
 
-    cfg = _resolve(config, overrides)
+    cfg = resolve_config(config, overrides)
     if devices < 1:
         raise ConfigError(f"devices must be at least 1, got {devices}", key="--devices", fix="e.g. --devices 2")
     hw = get_hardware(hardware, cfg.training.threads)

@@ -7,65 +7,18 @@ module scores them all the same way, so the statistics and the recommendation do
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tuneforge.errors import ConfigError, RunError
-
-
-@dataclass
-class Entrant:
-    key: str
-    name: str
-    kind: str  # "baseline" | "fine_tuned" | "combined"
-    outputs: np.ndarray  # predicted class ids, or per-example values (answer loss, reward)
-    train_seconds: float | None
-    latencies_ms: list[float]
-    peak_memory_mb: float
-    trainable_params: int
-    artifact_bytes: int
-    note: str = ""
-    base: str | None = None  # for a combined row: the key of the run it extends
-
-
-@dataclass
-class CompareInputs:
-    cfg: Any
-    task: Any
-    data: Any
-    model_path: str
-    runs: list[Any]
-    out_dir: Path
-    console: Any
-
-
-@dataclass
-class ComparisonResult:
-    out_dir: Path
-    metric: str
-    rows: list[dict[str, Any]]
-    recommendation: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _comparers() -> dict[str, tuple[Callable[[CompareInputs], tuple[np.ndarray, list[Entrant]]], str, bool]]:
-    """task name -> (entrant builder, headline metric, higher is better)."""
-    from tuneforge.evaluation.compare_classification import classification_entrants
-    from tuneforge.evaluation.compare_generation import generation_entrants
-    from tuneforge.evaluation.compare_token_classification import token_classification_entrants
-
-    return {"classification": (classification_entrants, "macro_f1", True),
-            "token_classification": (token_classification_entrants, "f1", True),
-            "sft": (generation_entrants, "answer_loss", False)}
+from tuneforge.evaluation.compare_types import CompareInputs, ComparisonResult, Entrant
 
 
 def _load_runs(paths: list[str], cfg: Any, fingerprints: dict[str, str]) -> list[Any]:
-    from tuneforge.api import load_run
     from tuneforge.registry.files import read_json
+    from tuneforge.registry.loaded_run import load_run
 
     runs = []
     for path in paths:
@@ -118,22 +71,24 @@ def score_rows(refs: np.ndarray, entrants: list[Entrant], metric: str, higher_is
 def compare(config: Any, *, runs: list[str] | None = None, overrides: list[str] | None = None,
             console: Any = None, out_dir: str | Path | None = None) -> ComparisonResult:
     """Measure the config's baselines and the given fine-tuned runs on its test split; write report.md/html."""
-    from tuneforge.api import _console, _resolve
+    from tuneforge.config import resolve_config
+    from tuneforge.console import console_or_default
     from tuneforge.data.prepare import prepare_data
     from tuneforge.evaluation.compare_report import recommend, write_comparison_report
     from tuneforge.models.loading import load_tokenizer, resolve_model_path
     from tuneforge.registry.files import write_json
     from tuneforge.tasks import TASKS
 
-    cfg = _resolve(config, overrides)
-    con = _console(console)
-    comparers = _comparers()
-    if cfg.task.name not in comparers:
-        raise ConfigError(f"compare does not support task {cfg.task.name!r} yet", key="task.name",
-                          fix=f"compare works for: {', '.join(comparers)}")
-    build, metric, higher = comparers[cfg.task.name]
-    model_path = resolve_model_path(cfg.model)
+    cfg = resolve_config(config, overrides)
+    con = console_or_default(console)
     task = TASKS.get(cfg.task.name)(cfg.task)
+    how = task.comparison
+    if how is None:
+        comparable = [t.name for t in TASKS if t.comparison is not None]
+        raise ConfigError(f"compare does not support task {cfg.task.name!r} yet", key="task.name",
+                          fix=f"compare works for: {', '.join(comparable)}")
+    build, metric, higher = how.entrants(), how.metric, how.higher_is_better
+    model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
     task.prepare_tokenizer(tokenizer)
     with con.status("preparing data (same cleaning and split as training)"):

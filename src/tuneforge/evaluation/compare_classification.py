@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
-from tuneforge.evaluation.compare import CompareInputs, Entrant
+from tuneforge.evaluation.compare_types import CompareInputs, Entrant
 from tuneforge.evaluation.resources import PeakMemory, folder_bytes, latencies_ms
 from tuneforge.evaluation.stats import macro_f1
 
@@ -130,7 +130,7 @@ def _run_entrants(inp: CompareInputs, run: Any, y: dict[str, np.ndarray], knn_te
     pairs = {name: [e.get("text_pair") for e in exs] for name, exs in inp.data.splits.items()}
     gc.collect()
     with PeakMemory() as mem:
-        loaded = run.model()
+        loaded = run.loaded()
         if list(loaded.labels) != list(labels):
             from tuneforge.errors import RunError
 
@@ -168,5 +168,5 @@ def _run_entrants(inp: CompareInputs, run: Any, y: dict[str, np.ndarray], knn_te
                            [a + b for a, b in zip(lat, knn_lat, strict=False)], mem.peak_mb,
                            int(train.get("trainable_params", 0)), size + folder_bytes(inp.out_dir / "index"),
                            note="latency = model + retrieval lookup, timed separately", base=f"run:{run.path.name}"))
-    run._loaded = None  # free the run's model before the next one loads
+    run.release()  # free the run's model before the next one loads
     return out

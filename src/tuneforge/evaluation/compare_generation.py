@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tuneforge.evaluation.compare import CompareInputs, Entrant
+from tuneforge.evaluation.compare_types import CompareInputs, Entrant
 from tuneforge.evaluation.resources import PeakMemory, folder_bytes, latencies_ms
 
 CHUNK_CHARS = 600
@@ -169,7 +169,7 @@ def generation_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entrant]]:
 
     tokenizer = load_tokenizer(inp.model_path, cfg.model.trust_remote_code)
     task.prepare_tokenizer(tokenizer)
-    _, template = task._template(tokenizer)
+    _, template = task.chat_template(tokenizer)
     none: list[list[Any]] = [[] for _ in test]
     prompts = {"zero_shot": (none, none), "few_shot": (demos, none), "rag": (none, retrieved)}
 
@@ -197,8 +197,8 @@ def generation_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entrant]]:
                                 lat, mem.peak_mb, 0, 0 if key == "zero_shot" else folder_bytes(index_dir)))
     del base
     for run in inp.runs:
-        loaded = run.model()
-        _, run_template = loaded.task._template(loaded.tokenizer)
+        loaded = run.loaded()
+        _, run_template = loaded.task.chat_template(loaded.tokenizer)
         train_info = run.metrics.get("train", {})
         size = folder_bytes(run.path / "model")
         method = run.config.method.name
@@ -213,5 +213,5 @@ def generation_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entrant]]:
                                     int(train_info.get("trainable_params", 0)),
                                     size + (folder_bytes(index_dir) if key == "rag" else 0),
                                     base=f"run:{run.path.name}" if kind == "combined" else None))
-        run._loaded = None
+        run.release()
     return np.zeros(len(test)), entrants

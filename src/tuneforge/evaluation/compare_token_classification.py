@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from tuneforge.evaluation.compare import CompareInputs, Entrant
+from tuneforge.evaluation.compare_types import CompareInputs, Entrant
 from tuneforge.evaluation.resources import PeakMemory, folder_bytes, latencies_ms
 
 
@@ -115,7 +115,7 @@ def token_classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[
                             n_coef * 4))
     for run in inp.runs:
         with PeakMemory() as mem:
-            loaded = run.model()
+            loaded = run.loaded()
             tagged = loaded.task.tag(loaded.model, loaded.tokenizer, sentences["test"], loaded.labels,
                                      loaded.max_length, cfg.training.eval_batch_size)
             lat = latencies_ms(lambda tokens, lm=loaded: lm.task.tag(lm.model, lm.tokenizer, [tokens], lm.labels,
@@ -124,5 +124,5 @@ def token_classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[
         entrants.append(Entrant(f"run:{run.path.name}", f"fine-tuned {run.config.method.name} ({run.path.name})",
                                 "fine_tuned", entity_counts(gold, tagged), info.get("train_seconds"), lat,
                                 mem.peak_mb, int(info.get("trainable_params", 0)), folder_bytes(run.path / "model")))
-        run._loaded = None
+        run.release()
     return np.zeros(len(gold)), entrants

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tuneforge.evaluation.stats import METRIC_FNS, bootstrap_ci, higher_is_better, metric_fn, paired_permutation_test
 from tuneforge.tasks.base import EvalResult
 
 BASELINE_NAMES = {"linear_probe": "base model + linear probe (frozen features)",
@@ -13,23 +16,66 @@ BASELINE_NAMES = {"linear_probe": "base model + linear probe (frozen features)",
                   "teacher": "teacher (distillation ceiling, not a baseline)"}
 
 
+PROPORTION_SUFFIXES = ("accuracy", "f1", "precision", "recall", "exact_match", "rouge_l")
+
+
+def is_proportion(metric: str) -> bool:
+    """Metrics in [0, 1], whose differences read best as percentage points; all others keep their own units."""
+    return metric.endswith(PROPORTION_SUFFIXES)
+
+
+def format_gain(metric: str, gain: float) -> str:
+    return f"{100 * gain:+.2f} pts" if is_proportion(metric) else f"{gain:+.4f}"
+
+
+def _paired_arrays(result: EvalResult) -> tuple[np.ndarray, np.ndarray] | None:
+    """(references, predictions) as class-id arrays when the result kept one class per test example (multi-label
+    vectors and tag sequences are not resampled here)."""
+    if not result.predictions or len(result.predictions) != len(result.references):
+        return None
+    try:
+        refs, preds = np.asarray(result.references), np.asarray(result.predictions)
+    except ValueError:  # ragged
+        return None
+    ok = refs.ndim == preds.ndim == 1 and np.issubdtype(refs.dtype, np.integer) and np.issubdtype(preds.dtype,
+                                                                                                     np.integer)
+    return (refs, preds) if ok else None
+
+
 def comparison_rows(method: str, tuned: EvalResult, baselines: dict[str, EvalResult], primary: str,
-                    secondary: str, ceilings: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+                    secondary: str, ceilings: tuple[str, ...] = (), *, seed: int = 0, samples: int = 1000,
+                    permutations: int = 2000) -> list[dict[str, Any]]:
     """Rows for the table: every baseline, then the fine-tuned model with its gain over the best baseline.
-    Ceiling rows (a distillation teacher) are shown but are not baselines to beat."""
+    `gain` is the improvement in the metric's own units (positive = better, whichever way the metric points).
+    Where the rows kept their per-example outputs, each gets a 95% bootstrap CI and the fine-tuned row a paired
+    permutation test against the best baseline. Ceiling rows (a distillation teacher) are not baselines to beat."""
+    sign = 1.0 if higher_is_better(primary) else -1.0
+    fn = metric_fn(primary) if primary in METRIC_FNS else None
+    results = {**baselines, "fine_tuned": tuned}
     rows = [{"model": BASELINE_NAMES.get(name, name), "key": name, "score": r.metrics.get(primary, float("nan")),
              secondary: r.metrics.get(secondary, float("nan"))} for name, r in baselines.items()]
-    sign = -1.0 if primary.endswith("loss") else 1.0  # a loss improves downwards
-    rivals = [r for r in rows if r["key"] not in ceilings]
-    best = max(rivals, key=lambda r: sign * r["score"]) if rivals else None
     row: dict[str, Any] = {"model": f"fine-tuned ({method})", "key": "fine_tuned", "score": tuned.metrics[primary],
                            secondary: tuned.metrics.get(secondary, float("nan"))}
-    if best is not None:
-        gain = sign * (tuned.metrics[primary] - best["score"])
-        row["delta_points"] = round(100 * gain, 2)
-        row["delta_relative_pct"] = round(100 * gain / best["score"], 1) if best["score"] else None
-        row["delta"] = f"{100 * gain:+.2f} pts ({row['delta_relative_pct']:+.1f}%)" if best["score"] else ""
-    return [*rows, row]
+    rows.append(row)
+    arrays = {key: _paired_arrays(r) for key, r in results.items()} if fn else {}
+    for r in rows:
+        if arrays.get(r["key"]) is not None:
+            ci = bootstrap_ci(*arrays[r["key"]], fn, samples, 0.95, seed)
+            r.update(ci_low=ci.low, ci_high=ci.high)
+    rivals = [r for r in rows[:-1] if r["key"] not in ceilings]
+    best = max(rivals, key=lambda r: sign * r["score"]) if rivals else None
+    if best is None:
+        return rows
+    gain = sign * (row["score"] - best["score"])
+    row.update(gain=gain, vs=best["key"], delta=format_gain(primary, gain))
+    if best["score"]:
+        row["delta"] += f" ({100 * gain / abs(best['score']):+.1f}%)"
+    mine, theirs = arrays.get("fine_tuned"), arrays.get(best["key"])
+    if mine is not None and theirs is not None and len(mine[0]) == len(theirs[0]):
+        test = paired_permutation_test(mine[0], mine[1], theirs[1], fn, permutations, seed)
+        row["p_value"] = test.p_value
+        row["delta"] += f", p={test.p_value:.3g}" + ("" if test.significant() else " (within noise)")
+    return rows
 
 
 def print_comparison(rows: list[dict[str, Any]], primary: str, secondary: str, console: Any) -> None:
@@ -41,8 +87,14 @@ def print_comparison(rows: list[dict[str, Any]], primary: str, secondary: str, c
     table.add_column(secondary, justify="right")
     table.add_column("vs best baseline", justify="right")
     for r in rows:
-        table.add_row(r["model"], f"{r['score']:.4f}", f"{r.get(secondary, float('nan')):.4f}", r.get("delta", ""))
+        table.add_row(r["model"], score_cell(r), f"{r.get(secondary, float('nan')):.4f}", r.get("delta", ""))
     console.print(table)
+
+
+def score_cell(row: dict[str, Any]) -> str:
+    """The score with its 95% CI when one was computed."""
+    ci = f" [{row['ci_low']:.4f}, {row['ci_high']:.4f}]" if "ci_low" in row else ""
+    return f"{row['score']:.4f}{ci}"
 
 
 def _cell(text: str, limit: int = 160) -> str:
@@ -70,9 +122,10 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
              f"{train_info.get('best_step')} (validation {train_info.get('metric', primary)} "
              f"{_fmt(train_info.get('best_metric'))}).", "",
              "## Test set", "", f"| model | {primary} | {secondary} | vs best baseline |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['score']:.4f} | {r.get(secondary, float('nan')):.4f} | {r.get('delta', '')} |"
-              for r in rows]
-    lines += ["", "All rows are measured in this run on the same test split.", ""]
+    lines += [f"| {_cell(r['model'])} | {score_cell(r)} | {r.get(secondary, float('nan')):.4f} | "
+              f"{r.get('delta', '')} |" for r in rows]
+    lines += ["", "All rows are measured in this run on the same test split. Brackets: 95% bootstrap CI over test "
+              "examples; p: paired permutation test against the best baseline (p >= 0.05: within noise).", ""]
     if train_info.get("overfitting"):
         lines += ["## Warnings", ""]
         lines += [f"- Overfitting at step {e['step']}: validation loss {e['eval_loss'][0]:.4f} -> "
@@ -88,7 +141,8 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
         lines += ["## Per class (test)", "", "| class | precision | recall | F1 | support |",
                   "|---|---:|---:|---:|---:|"]
         for name, m in sorted(test.per_class.items(), key=lambda kv: kv[1]["f1"]):
-            lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+            lines.append(f"| {_cell(name)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+                         f"{m['support']} |")
     examples = test.extra.get("examples", [])
     if examples:
         lines += ["", "## Sample predictions (test: mistakes first)", "", "| text | true label | predicted |",

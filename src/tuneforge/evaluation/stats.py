@@ -57,6 +57,15 @@ METRIC_FNS: dict[str, MetricFn] = {"accuracy": accuracy, "macro_f1": macro_f1, "
                                    "f1": entity_f1}
 
 
+LOWER_IS_BETTER_SUFFIXES = ("loss", "perplexity", "kl", "error")
+
+
+def higher_is_better(metric: str) -> bool:
+    """The one rule for a metric's direction (report, compare, trainer, sweep): losses, perplexities, KL
+    divergences and error rates improve downwards; every other metric improves upwards."""
+    return not metric.removeprefix("eval_").endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
 def metric_fn(name: str) -> MetricFn:
     """The resampling-friendly version of a task metric; anything else is a mean of per-example values."""
     return METRIC_FNS.get(name, mean_value)

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from tuneforge.config import RunConfig, dump_config, load_config, parse_config, set_override, with_absolute_paths
 from tuneforge.errors import ConfigError, RunError, RunInterrupted, TuneforgeError
+from tuneforge.evaluation.stats import higher_is_better
 from tuneforge.hpo.report import run_summary, write_sweep_report
 from tuneforge.hpo.search_space import build_space, format_value, with_params
 from tuneforge.hpo.storage import (
@@ -63,7 +64,7 @@ def objective_metric(cfg: RunConfig) -> tuple[str, bool]:
     task = TASKS.get(cfg.task.name)(cfg.task)
     metric = cfg.training.early_stopping.metric
     metric = (task.training_metric or task.primary_metric) if metric == "auto" else metric.removeprefix("eval_")
-    return metric, not metric.endswith("loss")
+    return metric, higher_is_better(metric)
 
 
 def _resolve(config: RunConfig | str | Path, overrides: list[str] | None) -> tuple[RunConfig, str]:

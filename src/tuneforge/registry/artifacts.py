@@ -29,7 +29,8 @@ class LoadedModel:
 
 
 def save_model(out_dir: Path, task: Task, method: Method, model: Any, tokenizer: Any, labels: list[str],
-               base_model: str, max_length: int) -> Path:
+               base_model: str, max_length: int, base_revision: str | None = None,
+               trust_remote_code: bool = False) -> Path:
     """Write into a staging folder, then rename: a reader never sees half a model."""
     import shutil
 
@@ -39,7 +40,9 @@ def save_model(out_dir: Path, task: Task, method: Method, model: Any, tokenizer:
     method.save(model, staging, task.head_info(_unwrap(model)))
     tokenizer.save_pretrained(str(staging))
     write_json(staging / META, {"task": task.params.model_dump(), "method": method.params.model_dump(),
-                                "labels": labels, "base_model": base_model, "max_length": max_length})
+                                "labels": labels, "base_model": base_model, "max_length": max_length,
+                                # an adapter is only valid on the exact base it trained on
+                                "base_revision": base_revision, "trust_remote_code": trust_remote_code})
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return out_dir
@@ -63,8 +66,11 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
     method_cls = METHODS.get(meta["method"]["name"])
     task = task_cls(task_cls.Params.model_validate(meta["task"]))
     method = method_cls(method_cls.Params.model_validate(meta["method"]))
-    tokenizer = load_tokenizer(str(model_dir))
+    remote = bool(meta.get("trust_remote_code", False))
+    tokenizer = load_tokenizer(str(model_dir), remote)
     labels = meta["labels"]
+    same_base = {"trust_remote_code": remote, **({"revision": meta["base_revision"]}
+                                                  if meta.get("base_revision") else {})}
     if method.partial:
         base_path = meta["base_model"]
         if base_path == "default":  # stored by name, so the run survives a new venv or a moved folder
@@ -75,9 +81,10 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
 
         # Quantised bases (qlora) need a GPU; on CPU the adapters run on the full-precision base.
         extra = method.load_kwargs() if torch.cuda.is_available() else {}
-        base = task.build_model(base_path, labels, pad_token_id=tokenizer.pad_token_id, **extra)
+        base = task.build_model(base_path, labels, pad_token_id=tokenizer.pad_token_id, **same_base, **extra)
         model = method.load(base, model_dir, task.head_info(base))
     else:
-        model = task.build_model(str(model_dir), labels, pad_token_id=tokenizer.pad_token_id)
+        model = task.build_model(str(model_dir), labels, pad_token_id=tokenizer.pad_token_id,
+                                 trust_remote_code=remote)
     model.to(device).eval()
     return LoadedModel(task, method, model, tokenizer, labels, meta["max_length"], meta)

@@ -7,12 +7,10 @@ from typing import Any
 import yaml
 
 
-def model_card(cfg: Any, library_name: str, metrics: dict[str, float], comparison: list[dict[str, Any]],
+def model_card(cfg: Any, task: Any, library_name: str, metrics: dict[str, float], comparison: list[dict[str, Any]],
                data_report: dict[str, Any], trainable: int, total: int) -> str:
-    task_name = cfg.task.name
-    hf_task = {"classification": "text-classification", "token_classification": "token-classification",
-               "sft": "text-generation"}.get(
-        task_name, task_name)
+    task_name = task.name
+    hf_task = task.pipeline_tag or task_name
     front = {
         "library_name": library_name,
         "base_model": cfg.model.path,

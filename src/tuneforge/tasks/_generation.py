@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.tasks.chat_templates import END_OF_TURN, choose_template, render
@@ -54,6 +55,45 @@ def generate_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], r
     with torch.inference_mode():
         ids = model.generate(**enc, **_generate_kwargs(tokenizer, stop, max_new_tokens, temperature))
     return _finish(tokenizer, tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True), stop)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What an OpenAI-style request may set; temperature 0 means greedy (and ignores top_p and seed)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+def cut_at_any(reply: str, stops: tuple[str, ...]) -> str:
+    """Text before the first of the caller's stop strings (OpenAI's `stop`: the stop text itself is not returned)."""
+    cuts = [reply.index(s) for s in stops if s and s in reply]
+    return reply[:min(cuts)] if cuts else reply
+
+
+def generate_replies(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str,
+                     settings: GenerationSettings) -> list[str]:
+    """`settings.n` replies to one conversation, each cut at the template's end of turn and the caller's stops."""
+    import torch
+
+    enc, stop = _prepare(model, tokenizer, messages, requested_template)
+    kwargs = _generate_kwargs(tokenizer, stop, settings.max_new_tokens, settings.temperature)
+    if settings.stop:
+        kwargs["stop_strings"] = [*kwargs.get("stop_strings", []), *settings.stop]
+        kwargs["tokenizer"] = tokenizer
+    if settings.temperature > 0 and settings.top_p < 1.0:
+        kwargs["top_p"] = settings.top_p
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    with torch.inference_mode():
+        ids = model.generate(**enc, **kwargs, num_return_sequences=settings.n)
+    start = enc["input_ids"].shape[1]
+    return [cut_at_any(_finish(tokenizer, tokenizer.decode(row[start:], skip_special_tokens=True), stop),
+                       settings.stop).strip() for row in ids]
 
 
 def sample_replies(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str, n: int,

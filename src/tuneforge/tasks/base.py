@@ -61,6 +61,14 @@ class Task(ABC):
     supports_fast_path: ClassVar[bool] = False
     # Validation reports only the loss (generative tasks: logits over the vocabulary are too large to keep).
     loss_only_eval: ClassVar[bool] = False
+    # The trained model writes replies (a causal LM with a chat template): generate/chat/serve chat completions.
+    generative: ClassVar[bool] = False
+    # The Hugging Face pipeline tag written into the model card (None: not one of the hub's standard tasks).
+    pipeline_tag: ClassVar[str | None] = None
+    # How `tuneforge compare` measures this task (evaluation/compare_types.Comparison), or None: not comparable.
+    comparison: ClassVar[Any] = None
+    # `tuneforge plan --dry-run` can measure real steps of this task.
+    supports_dry_run: ClassVar[bool] = False
 
     def before_training(self, model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], seed: int,
                         run_dir: Path) -> dict[str, Any]:
@@ -73,7 +81,7 @@ class Task(ABC):
 
     def trainer_spec(self, cfg: Any) -> Any:
         """The trainer class and its arguments class (default: transformers' Trainer)."""
-        from tuneforge.training.trainer import TrainerSpec
+        from tuneforge.training.spec import TrainerSpec
 
         return TrainerSpec()
 
@@ -162,6 +170,15 @@ class Task(ABC):
 
     def plots(self, result: EvalResult, labels: list[str], out_dir: Path) -> list[Path]:
         return []
+
+    # ---- what later stages ask of a task ------------------------------------------------------------------
+    def input_fields(self, columns: Any) -> tuple[str, str | None]:
+        """The record field a prediction reads, and the optional second text (pairs), for `predict --file`."""
+        return columns.text, columns.text_pair
+
+    def chat_template(self, tokenizer: Any) -> tuple[str, str]:
+        """(name, template) the task renders conversations with; generative tasks only."""
+        raise NotImplementedError(f"task {self.name!r} renders no conversations")
 
 
 

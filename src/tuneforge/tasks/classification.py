@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from tuneforge.evaluation.compare_types import Comparison
 from tuneforge.evaluation.metrics import classification_metrics, multilabel_metrics
 from tuneforge.methods.base import HeadInfo
 from tuneforge.models.pooling import declares_mean_pooling, use_mean_pooling
@@ -60,6 +61,10 @@ class Classification(Task):
     Params = ClassificationParams
     primary_metric: ClassVar[str] = "macro_f1"
     peft_task_type: ClassVar[str] = "SEQ_CLS"
+    pipeline_tag: ClassVar[str | None] = "text-classification"
+    supports_dry_run: ClassVar[bool] = True
+    comparison: ClassVar[Any] = Comparison(
+        "tuneforge.evaluation.compare_classification:classification_entrants", "macro_f1", True)
     baseline_names: ClassVar[tuple[str, ...]] = ("linear_probe", "zero_shot")
     params: ClassificationParams
 
@@ -250,11 +255,13 @@ class Classification(Task):
         if "linear_probe" in names:
             probe = fit_linear_probe(embed["train"], y["train"], embed["validation"], y["validation"])
             pred = probe.predict(embed["test"])
-            results["linear_probe"] = EvalResult(*classification_metrics(y["test"].tolist(), pred.tolist(), labels))
+            results["linear_probe"] = EvalResult(*classification_metrics(y["test"].tolist(), pred.tolist(), labels),
+                                                 pred.tolist(), y["test"].tolist())
         if "zero_shot" in names:
             label_vecs = sentence_embeddings(encoder, tokenizer, [label_description(lab) for lab in labels])
             pred = zero_shot_predict(embed["test"], label_vecs)
-            results["zero_shot"] = EvalResult(*classification_metrics(y["test"].tolist(), pred.tolist(), labels))
+            results["zero_shot"] = EvalResult(*classification_metrics(y["test"].tolist(), pred.tolist(), labels),
+                                              pred.tolist(), y["test"].tolist())
         return results
 
     def plots(self, result: EvalResult, labels: list[str], out_dir: Path) -> list[Path]:

@@ -66,6 +66,8 @@ class Distillation(SFT):
     Params = DistillationParams  # type: ignore[assignment]
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model", "teacher")
     ceiling_names: ClassVar[tuple[str, ...]] = ("teacher",)
+    comparison: ClassVar[Any] = None  # compare's generation rows do not model a teacher yet
+    supports_dry_run: ClassVar[bool] = False
     params: DistillationParams  # type: ignore[assignment]
 
     def check_config(self, cfg: Any) -> None:
@@ -92,7 +94,7 @@ class Distillation(SFT):
 
     def trainer_spec(self, cfg: Any) -> Any:
         from tuneforge.training.distillation import DistillationTrainer
-        from tuneforge.training.trainer import TrainerSpec
+        from tuneforge.training.spec import TrainerSpec
 
         return TrainerSpec(DistillationTrainer, init_extra={"teacher": self._teacher, "alpha": self.params.alpha,
                                                             "temperature": self.params.temperature})

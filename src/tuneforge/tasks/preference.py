@@ -53,6 +53,8 @@ class Preference(Task):
     Params = PreferenceParams
     primary_metric: ClassVar[str] = "reward_accuracy"
     peft_task_type: ClassVar[str] = "CAUSAL_LM"
+    generative: ClassVar[bool] = True
+    pipeline_tag: ClassVar[str | None] = "text-generation"
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
     training_metric: ClassVar[str | None] = "loss"
     loss_only_eval: ClassVar[bool] = True
@@ -100,7 +102,7 @@ class Preference(Task):
     def labels_of(self, example: dict[str, Any]) -> list[str]:
         return []
 
-    def _template(self, tokenizer: Any) -> tuple[str, str]:
+    def chat_template(self, tokenizer: Any) -> tuple[str, str]:
         try:
             return choose_template(tokenizer, self.params.chat_template)
         except TemplateError as exc:
@@ -109,13 +111,13 @@ class Preference(Task):
             raise ConfigError(str(exc), key="task.chat_template", fix="use auto, chatml or llama3") from None
 
     def token_lengths(self, examples: list[dict[str, Any]], tokenizer: Any) -> list[int]:
-        _, template = self._template(tokenizer)
+        _, template = self.chat_template(tokenizer)
         texts = [render(tokenizer, template, e["prompt"] + [{"role": "assistant", "content": max(
             e["chosen"], e["rejected"], key=len)}]) for e in examples]
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
     def prepare_tokenizer(self, tokenizer: Any) -> None:
-        tokenizer.chat_template = self._template(tokenizer)[1]
+        tokenizer.chat_template = self.chat_template(tokenizer)[1]
 
     # ---- model and trainer ------------------------------------------------------------------------------
     def build_model(self, model_path: str, labels: list[str], **load_kwargs: Any) -> Any:
@@ -149,7 +151,7 @@ class Preference(Task):
         return None  # TRL's own
 
     def trainer_spec(self, cfg: Any) -> Any:
-        from tuneforge.training.trainer import TrainerSpec
+        from tuneforge.training.spec import TrainerSpec
 
         p = self.params
         extra = {"beta": p.beta, "max_length": cfg.data.max_length}
@@ -194,7 +196,7 @@ class Preference(Task):
     @torch.inference_mode()
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], labels: list[str],
                  max_length: int, batch_size: int) -> EvalResult:
-        _, template = self._template(tokenizer)
+        _, template = self.chat_template(tokenizer)
         model.eval()
         policy = [(self._logp(model, tokenizer, template, e["prompt"], e["chosen"], max_length),
                    self._logp(model, tokenizer, template, e["prompt"], e["rejected"], max_length)) for e in examples]

@@ -33,6 +33,8 @@ class Reward(Preference):
     Params = RewardParams  # type: ignore[assignment]
     primary_metric: ClassVar[str] = "pairwise_accuracy"
     peft_task_type: ClassVar[str] = "SEQ_CLS"
+    generative: ClassVar[bool] = False
+    pipeline_tag: ClassVar[str | None] = "text-classification"
     training_metric: ClassVar[str | None] = "loss"
     params: RewardParams  # type: ignore[assignment]
 
@@ -71,7 +73,7 @@ class Reward(Preference):
     def score(self, model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
               max_length: int) -> list[float]:
         """The reward of each whole conversation (prompt + answer)."""
-        _, template = self._template(tokenizer)
+        _, template = self.chat_template(tokenizer)
         model.eval()
         device = next(model.parameters()).device
         out = []

@@ -88,7 +88,7 @@ class RLHF(Preference):
         return {**example, "prompt": [{**m, "content": transform(m["content"])} for m in example["prompt"]]}
 
     def token_lengths(self, examples: list[dict[str, Any]], tokenizer: Any) -> list[int]:
-        _, template = self._template(tokenizer)
+        _, template = self.chat_template(tokenizer)
         texts = [render(tokenizer, template, e["prompt"], generation_prompt=True) for e in examples]
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
@@ -116,7 +116,7 @@ class RLHF(Preference):
         return TrainerSpec(GRPOTrainer, GRPOConfig, extra, {"reward_funcs": [_StopAt(reward, stop)]})
 
     def prepare_tokenizer(self, tokenizer: Any) -> None:
-        self._template_name, tokenizer.chat_template = self._template(tokenizer)
+        self._template_name, tokenizer.chat_template = self.chat_template(tokenizer)
 
     # ---- evaluation -------------------------------------------------------------------------------------
     @torch.inference_mode()

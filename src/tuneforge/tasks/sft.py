@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.data.packing import PackedCollator, pack
+from tuneforge.evaluation.compare_types import Comparison
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
 from tuneforge.tasks.chat_templates import TemplateError, choose_template, render, tokenize_with_mask
@@ -71,6 +72,11 @@ class SFT(Task):
     Params = SFTParams
     primary_metric: ClassVar[str] = "loss"
     peft_task_type: ClassVar[str] = "CAUSAL_LM"
+    generative: ClassVar[bool] = True
+    pipeline_tag: ClassVar[str | None] = "text-generation"
+    supports_dry_run: ClassVar[bool] = True
+    comparison: ClassVar[Any] = Comparison(
+        "tuneforge.evaluation.compare_generation:generation_entrants", "answer_loss", False)
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
     loss_only_eval: ClassVar[bool] = True
     supports_fast_path: ClassVar[bool] = True
@@ -138,12 +144,12 @@ class SFT(Task):
     def token_lengths(self, examples: list[dict[str, Any]], tokenizer: Any) -> list[int]:
         if not examples:
             return []
-        _, template = self._template(tokenizer)
+        _, template = self.chat_template(tokenizer)
         texts = [render(tokenizer, template, e["messages"]) for e in examples]
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     # ---- model ------------------------------------------------------------------------------------------
-    def _template(self, tokenizer: Any) -> tuple[str, str]:
+    def chat_template(self, tokenizer: Any) -> tuple[str, str]:
         try:
             return choose_template(tokenizer, self.params.chat_template)
         except TemplateError as exc:
@@ -152,7 +158,7 @@ class SFT(Task):
             raise ConfigError(str(exc), key="task.chat_template", fix="use auto, chatml or llama3") from None
 
     def prepare_tokenizer(self, tokenizer: Any) -> None:
-        tokenizer.chat_template = self._template(tokenizer)[1]  # saved with the model: serving renders the same
+        tokenizer.chat_template = self.chat_template(tokenizer)[1]  # saved with the model: serving renders the same
 
     def build_model(self, model_path: str, labels: list[str], **load_kwargs: Any) -> Any:
         from tuneforge.tasks._generation import load_causal_lm
@@ -167,7 +173,7 @@ class SFT(Task):
         return HeadInfo(peft_task_type=self.peft_task_type, head_modules=())
 
     def _encode_rows(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[dict]:
-        _, template = self._template(tokenizer)
+        _, template = self.chat_template(tokenizer)
         rows = []
         for e in examples:
             if "replay_text" in e:  # forgetting mitigation: plain text, every token trained

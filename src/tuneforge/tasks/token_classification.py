@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from tuneforge.evaluation.compare_types import Comparison
 from tuneforge.evaluation.metrics import entity_metrics
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
@@ -45,6 +46,10 @@ class TokenClassification(Task):
     Params = TokenClassificationParams
     primary_metric: ClassVar[str] = "f1"
     peft_task_type: ClassVar[str] = "TOKEN_CLS"
+    pipeline_tag: ClassVar[str | None] = "token-classification"
+    supports_dry_run: ClassVar[bool] = True
+    comparison: ClassVar[Any] = Comparison(
+        "tuneforge.evaluation.compare_token_classification:token_classification_entrants", "f1", True)
     baseline_names: ClassVar[tuple[str, ...]] = ("linear_probe",)
     per_token_outputs: ClassVar[bool] = True
     params: TokenClassificationParams
@@ -151,6 +156,9 @@ class TokenClassification(Task):
         from transformers import DataCollatorForTokenClassification
 
         return DataCollatorForTokenClassification(tokenizer)
+
+    def input_fields(self, columns: Any) -> tuple[str, str | None]:
+        return columns.tokens, None
 
     def metric_names(self) -> list[str]:
         return ["precision", "recall", "f1", "macro_f1", "token_accuracy"]

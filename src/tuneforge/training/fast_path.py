@@ -59,7 +59,7 @@ def _model_type(model_path: str) -> str | None:
     return json.loads(config.read_text()).get("model_type") if config.is_file() else None
 
 
-def plan(cfg: Any, task: Any, method: Any, model_path: str, cuda: bool | None = None) -> FastPath:
+def decide(cfg: Any, task: Any, method: Any, model_path: str, cuda: bool | None = None) -> FastPath:
     """Decide the fast path for a run (before the model loads). `cuda` overrides detection (tests)."""
     import torch
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from tuneforge.config import RunConfig
 from tuneforge.errors import ConfigError
+from tuneforge.evaluation.stats import higher_is_better
 from tuneforge.training.callbacks import GracefulStop, NanGuard, OverfitDetector, ResumableEarlyStopping, RichProgress
 from tuneforge.training.regularizers import BaseModelReference, kl_to_base, parameter_groups
 from tuneforge.training.sampler import SeededLengthGroupedSampler
+from tuneforge.training.spec import TrainerSpec
 
 
 class TuneforgeTrainerMixin:
@@ -128,16 +129,6 @@ def trainer_class(base: type) -> type:
     return type(f"Tuneforge{base.__name__}", (TuneforgeTrainerMixin, base), attrs)
 
 
-@dataclass
-class TrainerSpec:
-    """Which trainer runs a task: the library class, its arguments class and any extra settings for both."""
-
-    base: type = Trainer
-    args_class: type = TrainingArguments
-    args_extra: dict[str, Any] = field(default_factory=dict)
-    init_extra: dict[str, Any] = field(default_factory=dict)
-
-
 def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: int,
                        loss_only: bool = False, spec: TrainerSpec | None = None) -> TrainingArguments:
     t = cfg.training
@@ -174,7 +165,7 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=t.restore_best,
         metric_for_best_model=metric,
-        greater_is_better=not metric.endswith("loss"),
+        greater_is_better=higher_is_better(metric),
         logging_strategy="steps",
         logging_steps=max(1, min(t.eval_steps or steps_per_epoch, 10)),
         logging_nan_inf_filter=False,
@@ -190,7 +181,8 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
         save_only_model=False,
         prediction_loss_only=loss_only,
     )
-    return spec.args_class(**{**settings, **spec.args_extra})  # a task's own settings win (e.g. KTO's sampling)
+    # a task's own settings win (e.g. KTO's sampling)
+    return (spec.args_class or TrainingArguments)(**{**settings, **spec.args_extra})
 
 
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, collator: Any,
@@ -208,7 +200,7 @@ def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eva
         callbacks.append(ResumableEarlyStopping(early.patience, early.min_delta))
     callbacks += extra_callbacks or []  # e.g. a sweep's pruning callback
     optional = {k: v for k, v in (("data_collator", collator), ("compute_metrics", compute_metrics)) if v is not None}
-    trainer = trainer_class(spec.base)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+    trainer = trainer_class(spec.base or Trainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                        processing_class=tokenizer, callbacks=callbacks, class_weights=class_weights,
                                        group_by_length=cfg.training.group_by_length, **optional,
                                        **spec.init_extra, **(trainer_options or {}))

@@ -1,0 +1,62 @@
+"""The fit stage: encode the splits, run the task's trainer (with checkpoints, early stopping and the guards), and
+hand back the trained model and what happened. A stop signal leaves a checkpoint and says how to continue."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.errors import RunInterrupted
+
+
+@dataclass
+class Fitted:
+    model: Any
+    history: list[dict[str, Any]]
+    train_seconds: float
+    state: Any  # transformers TrainerState
+    overfitting: list[dict[str, Any]]
+    resumed_from: Path | None
+
+    def facts(self, metric: str, built: Any) -> dict[str, Any]:
+        """The run's training record (train section of metrics.json)."""
+        state = self.state
+        return {"train_seconds": round(self.train_seconds, 2), "steps": state.global_step, "epochs": state.epoch,
+                "best_step": state.best_global_step, "best_metric": state.best_metric, "metric": metric,
+                "trainable_params": built.trainable, "total_params": built.total, "overfitting": self.overfitting,
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                "stopped_early": bool(state.global_step < state.max_steps)}
+
+
+def fit(recipe: Any, built: Any, data: Any, *, console: Any, quiet: bool, resume_from: Path | None,
+        callbacks: list[Any] | None = None) -> Fitted:
+    from tuneforge.registry.run_folder import set_status
+    from tuneforge.training.builder import trainer_parts
+    from tuneforge.training.trainer import build_trainer
+
+    cfg, task, tokenizer, labels = recipe.cfg, recipe.task, recipe.tokenizer, data.labels
+    run_dir, max_len = cfg.run_dir, cfg.data.max_length
+    train_ds = task.encode(data.splits["train"], tokenizer, labels, max_len)
+    val_ds = task.encode(data.splits["validation"], tokenizer, labels, max_len)
+    weights = task.loss_weights(data.splits["train"], labels) if cfg.training.class_weights else None
+    collator, spec = trainer_parts(recipe, built)
+    trainer, overfit, stop = build_trainer(cfg, built.model, tokenizer, train_ds, val_ds, collator,
+                                           task.compute_metrics(labels), recipe.metric, run_dir / "checkpoints",
+                                           console, quiet, weights, loss_only=task.loss_only_eval,
+                                           trainer_options=task.trainer_options(), spec=spec,
+                                           extra_callbacks=callbacks)
+    set_status(run_dir, "training", started=time.time())
+    start = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        stop.restore_handlers()
+    seconds = time.perf_counter() - start
+    if stop.requested:
+        set_status(run_dir, "interrupted", step=trainer.state.global_step)
+        raise RunInterrupted(f"stopped at step {trainer.state.global_step}; a checkpoint was saved in "
+                             f"{run_dir / 'checkpoints'}", fix="continue with `tuneforge train CONFIG --resume`")
+    return Fitted(trainer.model, [dict(h) for h in trainer.state.log_history], seconds, trainer.state,
+                  overfit.events, resume_from)
