@@ -2,7 +2,8 @@
 
     cd bench && ../.venv/bin/python compare_banking77.py     # reuses (or trains) bench/banking77.py's runs, compares
 
-Rows: zero-shot (similarity to label descriptions), few-shot (4 similar training examples as demonstrations),
+Rows: zero-shot (similarity to label descriptions), label similarity + vote of 4 similar training examples (an
+encoder's few-shot),
 kNN retrieval (FAISS, 10 neighbours), linear probe, full fine-tuning, LoRA, and each run + kNN retrieval, each with a
 95% bootstrap CI, a paired permutation test against the best baseline, and costs. Finished runs with the same config
 are reused. Writes bench/results/compare_banking77.json and the comparison's report.html/report.md.

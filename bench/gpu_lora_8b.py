@@ -126,7 +126,7 @@ def tuneforge_path(model_dir: str, rows: list[dict[str, Any]], args: argparse.Na
                                      "eval_steps": 10**6, "early_stopping": {"patience": None}},
                         "tracking": {"mlflow": False}})
     task, method = TASKS.get("sft")(cfg.task), METHODS.get(method_name)(cfg.method)
-    fast = fast_path.plan(cfg, task, method, model_dir)
+    fast = fast_path.decide(cfg, task, method, model_dir)
     print(fast.summary())
     model = task.build_model(model_dir, [], **method.load_kwargs(), **fast.load_kwargs())
     model = fast_path.apply_before_method(model, fast)

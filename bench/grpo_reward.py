@@ -1,7 +1,8 @@
 """GRPO with a programmatic reward on TinyStories-656K: the story must mention a given word.
 
 Prompts ask for a story about a word (the `word` column); the reward is tuneforge's built-in
-`tuneforge.tasks.rewards:mentions_word` (1 if the reply contains the word). Reports the mean training reward over the
+`tuneforge.tasks.reward_functions:mentions_word` (1 if the reply contains the word). Reports the mean training reward
+over the
 first and last 10% of steps, and the mean reward of sampled replies to held-out prompts, base vs tuned.
 
     python bench/grpo_reward.py              # about 10 minutes on 2 cores
@@ -50,7 +51,7 @@ def main() -> None:
     cfg = parse_config({
         "name": "grpo-mentions", "output_dir": str(work / "runs"), "model": {"path": str(model)},
         "data": {"train": str(data), "max_length": 64},
-        "task": {"name": "rlhf", "reward": "tuneforge.tasks.rewards:mentions_word",
+        "task": {"name": "rlhf", "reward": "tuneforge.tasks.reward_functions:mentions_word",
                  "num_generations": args.generations, "max_new_tokens": 48, "eval_prompts": 60, "eval_samples": 4},
         "method": {"name": "full"},
         "training": {"max_steps": args.steps, "epochs": 100, "learning_rate": args.lr,
@@ -77,7 +78,7 @@ def main() -> None:
         f"# GRPO with a programmatic reward (TinyStories-656K)\n\n`python bench/grpo_reward.py --steps {args.steps} "
         f"--lr {args.lr} --generations {args.generations} --batch-size {args.batch_size}` on {meta['machine']}; "
         f"{result.train_info['steps']} steps in {result.train_info['train_seconds']:.0f} s. Reward: "
-        "`tuneforge.tasks.rewards:mentions_word` (1 when the reply contains the prompt's word).\n\n"
+        "`tuneforge.tasks.reward_functions:mentions_word` (1 when the reply contains the prompt's word).\n\n"
         + markdown_table(rows, columns) + "\n")
 
 

@@ -34,7 +34,7 @@ def test_compare_measures_every_system_with_intervals(classification_setup: tupl
     out = run.parent / "cls-compare"
     report = json.loads((out / "comparison.json").read_text())
     rows = {r["key"]: r for r in report["rows"]}
-    assert {"zero_shot", "few_shot", "knn_rag", "linear_probe", "run:cls", "run+rag:cls"} <= set(rows)
+    assert {"zero_shot", "neighbour_vote", "knn_rag", "linear_probe", "run:cls", "run+rag:cls"} <= set(rows)
     metric = report["metric"]
     for r in rows.values():
         assert r["ci_low"] <= r[metric] <= r["ci_high"], r
@@ -120,7 +120,7 @@ def test_ner_compare_scores_sentences_with_entity_f1(tiny_bert: Path, tmp_path: 
     assert res.code == 0, res.err
     report = json.loads((tmp_path / "runs" / "ner-compare" / "comparison.json").read_text())
     rows = {r["key"]: r for r in report["rows"]}
-    assert report["metric"] == "f1" and set(rows) == {"few_shot", "knn_rag", "linear_probe", "run:ner"}
+    assert report["metric"] == "f1" and set(rows) == {"neighbour_vote", "knn_rag", "linear_probe", "run:ner"}
     trained = json.loads((tmp_path / "runs" / "ner" / "metrics.json").read_text())
     assert rows["run:ner"]["f1"] == pytest.approx(trained["test"]["f1"], abs=1e-9)  # same entity F1 as the run
     assert all(r["ci_low"] <= r["f1"] <= r["ci_high"] for r in rows.values())

@@ -100,12 +100,12 @@ def test_bad_rlhf_configs_fail_before_loading(tiny_causal: Path, tmp_path: Path,
 
 def test_reward_function_returning_wrong_length_is_a_clear_error(reward_module: str) -> None:
     from tuneforge.errors import ConfigError
-    from tuneforge.tasks.rewards import load_reward, mentions_word
+    from tuneforge.tasks.reward_functions import load_reward, mentions_word
 
     reward = load_reward(f"{reward_module}:wrong_length", {}, 64)
     with pytest.raises(ConfigError, match="expected 2 numbers"):
         reward(prompts=["a", "b"], completions=["x", "y"], trainer_state=None)
-    wrapped = load_reward("tuneforge.tasks.rewards:mentions_word", {"word": "Cat"}, 64)
+    wrapped = load_reward("tuneforge.tasks.reward_functions:mentions_word", {"word": "Cat"}, 64)
     assert wrapped(prompts=[[{"role": "user", "content": "p"}]] * 2,
                    completions=[[{"role": "assistant", "content": "a cat!"}], "a dog"]) == [1.0, 0.0]
     assert mentions_word(["p", "p"], ["the moon", "sun"], word=["moon", "moon"]) == [1.0, 0.0]

@@ -43,10 +43,6 @@ class Measurement:
     peak_by_step: list[int] = field(default_factory=list)  # CPU: running peak growth at the end of every step
     out_of_memory: bool = False
 
-    @property
-    def mean_step_seconds(self) -> float:
-        return sum(s for _, s in self.samples) / max(len(self.samples), 1)
-
 
 def measure(cfg: Any, train_dataset: Any, labels: list[str], batch: int, steps: int, warmup: int = 1,
             mode: str = "dry", timeout: float | None = None) -> Measurement:
@@ -166,10 +162,7 @@ def _child(job_dir: Path) -> None:
     from transformers import TrainerCallback, set_seed
 
     from tuneforge.config import load_config
-    from tuneforge.methods import METHODS
-    from tuneforge.models.loading import load_tokenizer, resolve_model_path
-    from tuneforge.tasks import TASKS
-    from tuneforge.training import fast_path
+    from tuneforge.training import builder
     from tuneforge.training.trainer import build_trainer
 
     job = json.loads((job_dir / "job.json").read_text())
@@ -183,30 +176,17 @@ def _child(job_dir: Path) -> None:
     run_cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={
         "batch_size": batch, "gradient_accumulation_steps": 1, "max_steps": total, "eval_steps": None,
         "early_stopping": cfg.training.early_stopping.model_copy(update={"patience": None})})})
-    model_path = resolve_model_path(cfg.model)
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
-    task = TASKS.get(cfg.task.name)(cfg.task)
-    method = METHODS.get(cfg.method.name)(cfg.method)
-    task.prepare_tokenizer(tokenizer)
+    recipe = builder.resolve(run_cfg)  # the same builder as `train`: what is measured is what would train
+    tokenizer, task = recipe.tokenizer, recipe.task
     train_ds = load_from_disk(str(job_dir / "train"))
     cuda = torch.cuda.is_available() and cfg.training.device in ("auto", "cuda")
-    fast = fast_path.decide(run_cfg, task, method, model_path)
 
     probe = _PeakRSS()
     probe.trim()
     base = torch.cuda.memory_allocated() if cuda else probe.rss()
-    revision = {"revision": cfg.model.revision} if cfg.model.revision else {}
-    model = task.build_model(model_path, job["labels"], pad_token_id=tokenizer.pad_token_id,
-                             trust_remote_code=cfg.model.trust_remote_code, **revision, **method.load_kwargs(),
-                             **fast.load_kwargs())
-    model = fast_path.apply_before_method(model, fast)
-    model = method.apply(model, task.head_info(model))
-    model = fast_path.apply_after_method(model, fast, batch * cfg.data.max_length)
-    collator, spec = task.collator(tokenizer), task.trainer_spec(run_cfg)
-    if fast.enabled:
-        collator.pad_to = fast.bucket
-        spec.args_extra.update(bf16=True, activation_checkpointing=fast.gradient_checkpointing
-                               or cfg.training.gradient_checkpointing)
+    built = builder.build(recipe, job["labels"], tokens_per_step=batch * cfg.data.max_length)
+    model = built.model
+    collator, spec = builder.trainer_parts(recipe, built)
     tokens: list[int] = []
 
     def collate(features: list[dict[str, Any]]) -> Any:

@@ -88,24 +88,21 @@ def model_facts(model_dir: str, task: Any, method: Any, num_labels: int, trust_r
     from accelerate import init_empty_weights
     from transformers import AutoConfig
 
-    from tuneforge.methods.lora import Lora
-
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     causal = task.peft_task_type == "CAUSAL_LM"
     if not causal:
         config.num_labels = max(num_labels, 1)
     auto = getattr(transformers, AUTO_CLASSES.get(task.peft_task_type, "AutoModelForCausalLM"))
-    qlora = method.name == "qlora"
+    qlora = method.quantized_base
     with hf_logging_quiet(), init_empty_weights():
         model = auto.from_config(config, trust_remote_code=trust_remote_code)
-        if qlora:  # the non-quantised parts load in the compute dtype
+        if method.compute_dtype():  # the non-quantised parts load in the compute dtype
             import torch
 
-            model = model.to(getattr(torch, method.params.compute_dtype))
+            model = model.to(getattr(torch, method.compute_dtype()))
         head = task.head_info(model)
         try:
-            # qlora's own apply prepares a really quantised model; on the meta model its LoRA half is the same.
-            model = Lora.apply(method, model, head) if qlora else method.apply(model, head)
+            model = method.apply_for_counting(model, head)
         except (ValueError, KeyError) as exc:
             raise ConfigError(f"cannot apply method {method.name!r}: {str(exc).splitlines()[0]}", key="method",
                               fix="check the method's settings (e.g. target_modules) against the model") from None

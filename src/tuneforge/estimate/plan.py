@@ -22,7 +22,6 @@ from tuneforge.estimate.time import (
     fitted_time,
 )
 
-DRY_RUN_TASKS = ("classification", "token_classification", "sft")
 # Peak-memory differences below this are measurement noise on CPU (resident-set pages, malloc arenas).
 RSS_RESOLUTION = 2 * 2**20
 
@@ -231,8 +230,8 @@ def plan(config: RunConfig | str | Path, hardware: str = "local", devices: int =
     hw = get_hardware(hardware, cfg.training.threads)
     task = TASKS.get(cfg.task.name)(cfg.task)
     method = METHODS.get(cfg.method.name)(cfg.method)
-    if method.name == "qlora" and hw.kind == "cpu":
-        raise ConfigError(f"qlora needs a CUDA GPU (bitsandbytes 4-bit kernels), and {hw.name!r} is a CPU",
+    if method.needs_cuda and hw.kind == "cpu":
+        raise ConfigError(f"{method.name} needs a CUDA GPU (bitsandbytes 4-bit kernels), and {hw.name!r} is a CPU",
                           key="method.name", fix="use lora (same adapters, full-precision base) on CPU, or plan "
                                                  "for a GPU, e.g. --hardware a100-80gb")
     if dry_run and hw.kind != get_hardware("local", cfg.training.threads).kind:
@@ -296,8 +295,11 @@ def _assumptions(hw: Hardware, devices: int, f: ModelFacts) -> list[str]:
 
 def _dry_run(cfg: RunConfig, task: Any, data: DataFacts, f: ModelFacts, hw: Hardware, devices: int,
              budget: float, analytic_largest: int, steps: int) -> DryRun:
-    if task.name not in DRY_RUN_TASKS:
-        raise ConfigError(f"--dry-run supports the {', '.join(DRY_RUN_TASKS)} tasks, not {task.name}",
+    if not task.supports_dry_run:
+        from tuneforge.tasks import TASKS
+
+        supported = ", ".join(t.name for t in TASKS if t.supports_dry_run)
+        raise ConfigError(f"--dry-run supports the {supported} tasks, not {task.name}",
                           key="task.name", fix="drop --dry-run for the analytic estimate")
     if data.train_dataset is None:
         raise ConfigError("--dry-run trains on the real data with the model's tokenizer and weights, which this "

@@ -1,8 +1,8 @@
 """Classification entrants for `tuneforge compare`, all measured on one test split:
 
 - zero-shot: similarity of the query to each label's description (an encoder's "prompt");
-- few-shot: the same, plus the k training examples most similar to the query as demonstrations, each voting for
-  its label with its similarity (k = compare.few_shot_k);
+- label similarity + neighbour vote (an encoder's nearest thing to few-shot prompting): the zero-shot scores plus
+  a similarity-weighted vote of the k training examples most similar to the query (k = compare.few_shot_k);
 - kNN retrieval: similarity-weighted vote of the rag_k nearest training examples in a FAISS index;
 - linear probe: logistic regression on frozen features;
 - each fine-tuned run, and each run combined with retrieval: (1 - w) * p_model + w * p_kNN, w chosen on the
@@ -76,7 +76,7 @@ def classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entran
     entrants.append(Entrant("zero_shot", "zero-shot (similarity to label descriptions)", "baseline", preds,
                             0.0, lat, max(mem.peak_mb, setup_mem.peak_mb), 0, 0))
 
-    # few-shot: k most similar training examples as demonstrations
+    # label similarity + a vote of the k most similar training examples (an encoder cannot read demonstrations)
     k = cmp.few_shot_k
     with PeakMemory() as mem:
         scores, ids = index.search(vecs["test"], k)
@@ -88,7 +88,7 @@ def classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[Entran
             return _few_shot_scores(q, label_vecs, s, i, y["train"]).argmax(1)
 
         lat = latencies_ms(few_shot_one, probe_texts)
-    entrants.append(Entrant("few_shot", f"few-shot ({k} similar examples as demonstrations)", "baseline", preds,
+    entrants.append(Entrant("neighbour_vote", f"label similarity + vote of {k} similar examples", "baseline", preds,
                             index_s, lat, max(mem.peak_mb, setup_mem.peak_mb), 0, folder_bytes(index_dir)))
 
     # kNN retrieval

@@ -2,8 +2,8 @@
 is one (true positives, predicted, gold) entity count triple per test sentence, so the bootstrap and the paired test
 resample whole sentences, the unit entities are scored in.
 
-- few-shot: the few_shot_k training sentences most similar to the test sentence are the demonstrations; each word
-  takes the tag of its most similar word among them;
+- neighbour vote (an encoder's stand-in for few-shot): the few_shot_k training sentences most similar to the test
+  sentence; each word takes the tag of its most similar word among them;
 - kNN retrieval: each word's tag is the similarity-weighted vote of its rag_k nearest training words (FAISS);
 - linear probe on frozen word features; each fine-tuned run.
 
@@ -91,7 +91,7 @@ def token_classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[
             return few_shot_tags(embed_words(tokens), d[0])
 
         lat = latencies_ms(few_shot_one, probe)
-    entrants.append(Entrant("few_shot", f"few-shot ({cmp.few_shot_k} similar sentences, nearest word's tag)",
+    entrants.append(Entrant("neighbour_vote", f"nearest word's tag in {cmp.few_shot_k} similar sentences",
                             "baseline", entity_counts(gold, preds), setup_s, lat, max(mem.peak_mb, setup.peak_mb), 0,
                             folder_bytes(index_dir)))
     with PeakMemory() as mem:

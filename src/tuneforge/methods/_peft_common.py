@@ -12,6 +12,7 @@ class PeftMethod(Method):
     """A method whose `peft_config` builds a PEFT config; PEFT wraps, saves (safetensors) and reloads."""
 
     library_name = "peft"
+    new_parameter_markers = ("modules_to_save",)
 
     def peft_config(self, head: HeadInfo, model: Any) -> Any:
         raise NotImplementedError

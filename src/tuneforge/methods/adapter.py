@@ -116,6 +116,7 @@ def insert_adapters(model: nn.Module, params: AdapterParams) -> list[str]:
 @METHODS.register
 class Adapter(Method):
     name = "adapter"
+    new_parameter_markers = (".adapter.",)
     Params = AdapterParams
 
     def apply(self, model: Any, head: HeadInfo) -> Any:

@@ -45,6 +45,13 @@ class Method(ABC):
     uses_kv_prefix: ClassVar[bool] = False
     # PEFT task types the method works with (None: all).
     supported_task_types: ClassVar[tuple[str, ...] | None] = None
+    # Substrings of the names of the parameters the method adds (they keep the full learning rate when the
+    # forgetting guard lowers the backbone's).
+    new_parameter_markers: ClassVar[tuple[str, ...]] = ()
+    # Loads the base quantised (the planner counts its frozen weights at ~4 bits and needs a GPU for it).
+    quantized_base: ClassVar[bool] = False
+    # Runs only on a CUDA GPU (the planner refuses CPU hardware for it).
+    needs_cuda: ClassVar[bool] = False
 
     def check_environment(self) -> None:  # noqa: B027 - optional hook
         """Raise ConfigError before anything loads if this machine cannot run the method (e.g. no GPU)."""
@@ -52,6 +59,14 @@ class Method(ABC):
     def load_kwargs(self) -> dict[str, Any]:
         """Extra `from_pretrained` arguments for the base model (e.g. 4-bit quantisation)."""
         return {}
+
+    def compute_dtype(self) -> str | None:
+        """The dtype the non-quantised parts load in when the base is quantised (None: as the checkpoint)."""
+        return None
+
+    def apply_for_counting(self, model: Any, head: HeadInfo) -> Any:
+        """`apply` on a meta-device model for the planner (a quantised base is counted, not really quantised)."""
+        return self.apply(model, head)
 
     def __init__(self, params: MethodParams) -> None:
         self.params = params

@@ -20,6 +20,7 @@ class IA3Params(MethodParams):
 @METHODS.register
 class IA3(PeftMethod):
     name = "ia3"
+    new_parameter_markers = ("ia3_", "modules_to_save")
     Params = IA3Params
 
     def peft_config(self, head: HeadInfo, model: Any) -> Any:

@@ -22,6 +22,7 @@ class LoraParams(MethodParams):
 @METHODS.register
 class Lora(PeftMethod):
     name = "lora"
+    new_parameter_markers = ("lora_", "modules_to_save")
     Params = LoraParams
     use_dora: ClassVar[bool] = False
 

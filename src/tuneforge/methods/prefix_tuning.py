@@ -20,6 +20,7 @@ class PrefixTuningParams(MethodParams):
 @METHODS.register
 class PrefixTuning(PeftMethod):
     name = "prefix_tuning"
+    new_parameter_markers = ("prompt_encoder", "modules_to_save")
     Params = PrefixTuningParams
     uses_kv_prefix = True
     # transformers 5 encoders and sequence classifiers no longer take past_key_values: causal LMs only.

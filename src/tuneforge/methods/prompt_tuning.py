@@ -20,6 +20,7 @@ class PromptTuningParams(MethodParams):
 @METHODS.register
 class PromptTuning(PeftMethod):
     name = "prompt_tuning"
+    new_parameter_markers = ("prompt_encoder", "modules_to_save")
     Params = PromptTuningParams
     prepends_virtual_tokens = True
 

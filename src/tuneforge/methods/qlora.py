@@ -24,6 +24,15 @@ class QLoraParams(LoraParams):
 class QLora(Lora):
     name = "qlora"
     Params = QLoraParams
+    quantized_base = True
+    needs_cuda = True
+
+    def compute_dtype(self) -> str | None:
+        return self.params.compute_dtype
+
+    def apply_for_counting(self, model: Any, head: HeadInfo) -> Any:
+        # qlora's own apply prepares a really quantised model; on the meta model its LoRA half is the same.
+        return Lora.apply(self, model, head)
 
     def check_environment(self) -> None:
         import torch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +55,6 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | N
     if tokenizer.pad_token is None:  # decoder-only models: pad with EOS so batches can be padded
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
-
-
-def model_type(path: str) -> str:
-    config = Path(path) / "config.json"
-    if config.is_file():
-        return json.loads(config.read_text()).get("model_type", "")
-    return ""
 
 
 def from_pretrained(cls: Any, path: str, **kwargs: Any) -> Any:

@@ -60,7 +60,7 @@ class RLHF(Preference):
 
     def reward_function(self, max_length: int = 512) -> Callable[..., list[float]]:
         if getattr(self, "_reward", None) is None:
-            from tuneforge.tasks.rewards import load_reward
+            from tuneforge.tasks.reward_functions import load_reward
 
             self._reward = load_reward(self.params.reward, dict(self.params.reward_kwargs), max_length)
         return self._reward
@@ -162,7 +162,7 @@ class _StopAt:
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         from tuneforge.tasks._generation import cut_at_stop
-        from tuneforge.tasks.rewards import _text
+        from tuneforge.tasks.reward_functions import _text
 
         return self.reward(prompts=prompts, completions=[cut_at_stop(_text(c), self.stop) for c in completions],
                            **kwargs)

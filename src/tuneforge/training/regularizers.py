@@ -9,8 +9,15 @@ from typing import Any
 
 import torch
 
-# Parameter names that belong to what a method adds (adapters, prompts, heads): these keep the full learning rate.
-_NEW_PARAM_MARKERS = ("lora_", ".adapter.", "prompt_encoder", "ia3_", "modules_to_save", "classifier", "score")
+# Task heads are new too (classification heads and reward scores); methods declare their own additions.
+HEAD_MARKERS = ("classifier", "score")
+
+
+def new_parameter_markers() -> tuple[str, ...]:
+    """Substrings naming parameters that a method or a task head adds (they keep the full learning rate)."""
+    from tuneforge.methods import METHODS
+
+    return HEAD_MARKERS + tuple(m for cls in METHODS for m in cls.new_parameter_markers)
 
 
 class BaseModelReference:
@@ -55,10 +62,11 @@ def parameter_groups(model: Any, weight_decay: float, backbone_scale: float, lr:
     """AdamW groups: new parameters at `lr`, pretrained backbone parameters at `lr * backbone_scale`;
     no weight decay on biases and norms (as transformers' default grouping)."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    markers = new_parameter_markers()
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        new = any(marker in name for marker in _NEW_PARAM_MARKERS)
+        new = any(marker in name for marker in markers)
         decay = param.ndim >= 2 and "norm" not in name.lower()
         groups.setdefault((new, decay), []).append(param)
     return [{"params": params, "lr": lr if new else lr * backbone_scale, "weight_decay": weight_decay if decay else 0.0}

@@ -9,7 +9,7 @@ A reward function is ordinary Python in an importable module (never code written
 and the config names it: `task: {name: rlhf, reward: "my_rewards:polite", reward_kwargs: {...}}`. `prompts` are the
 last user message of each prompt, `completions` the generated replies (plain strings); every other column of the
 data arrives in `columns` as a list aligned with them, and `reward_kwargs` are passed as keyword arguments.
-Built-in examples below (`tuneforge.tasks.rewards:mentions_word`, `...:length_in_range`).
+Built-in examples below (`tuneforge.tasks.reward_functions:mentions_word`, `...:length_in_range`).
 """
 
 from __future__ import annotations
