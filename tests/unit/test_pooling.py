@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
+from tuneforge.models._mean_pooler import MaskedMeanPooler
 from tuneforge.models.loading import default_model_path
-from tuneforge.models.pooling import MaskedMeanPooler, declares_mean_pooling, use_mean_pooling
+from tuneforge.models.pooling import declares_mean_pooling, use_mean_pooling
 
 
 def test_masked_mean_ignores_padding() -> None:

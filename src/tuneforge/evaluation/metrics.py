@@ -6,11 +6,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str]) -> tuple[
         dict[str, float], dict[str, dict[str, float]]]:
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
     ids = list(range(len(labels)))
     metrics = {"accuracy": float(accuracy_score(y_true, y_pred)),
                "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
@@ -23,6 +24,8 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
 
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> tuple[
         dict[str, float], dict[str, dict[str, float]]]:
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
     metrics = {"subset_accuracy": float((y_true == y_pred).all(axis=1).mean()),
                "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
                "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}

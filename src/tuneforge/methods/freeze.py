@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from safetensors.torch import save_file
-
 from tuneforge.methods.base import (
     METHODS,
     HeadInfo,
@@ -39,6 +37,8 @@ class Freeze(Method):
         return model
 
     def save(self, model: Any, out_dir: Path, head: HeadInfo) -> None:
+        from safetensors.torch import save_file
+
         trained = HeadInfo(head.peft_task_type, _trained_modules(model, head))
         save_file(head_state_dict(model, trained), str(out_dir / HEAD_FILE))
 

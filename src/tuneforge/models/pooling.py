@@ -13,24 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-
-class MaskedMeanPooler(nn.Module):
-    """Stands in for BERT's [CLS] pooler: the mean of token states under the attention mask."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mask: torch.Tensor | None = None
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        mask = self.mask
-        if mask is None or mask.shape[:2] != hidden_states.shape[:2]:
-            return hidden_states.mean(dim=1)
-        weights = mask.unsqueeze(-1).to(hidden_states.dtype)
-        return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
 
 def declares_mean_pooling(model_path: str) -> bool:
     """True for sentence-transformers folders that pool by mean, or models tuneforge saved with mean pooling."""
@@ -47,10 +29,12 @@ def use_mean_pooling(model: Any) -> bool:
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if base is None or getattr(base, "pooler", None) is None:
         return False
+    from tuneforge.models._mean_pooler import MaskedMeanPooler
+
     pooler = MaskedMeanPooler()
     base.pooler = pooler
 
-    def grab_mask(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def grab_mask(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         pooler.mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
 
     base.register_forward_pre_hook(grab_mask, with_kwargs=True)

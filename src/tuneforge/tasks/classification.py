@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from tuneforge.evaluation.compare_types import Comparison
 from tuneforge.evaluation.metrics import classification_metrics, multilabel_metrics
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.methods.base import HeadInfo
 from tuneforge.models.pooling import declares_mean_pooling, use_mean_pooling
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
+
+if TYPE_CHECKING:
+    import torch
 
 HEAD_NAMES = ("classifier", "score", "pre_classifier")
 
@@ -168,6 +171,8 @@ class Classification(Task):
         return DataCollatorWithPadding(tokenizer)
 
     def loss_weights(self, examples: list[dict[str, Any]], labels: list[str]) -> torch.Tensor | None:
+        import torch
+
         counts = Counter(lab for e in examples for lab in self.labels_of(e))
         freq = torch.tensor([max(counts.get(lab, 0), 1) for lab in labels], dtype=torch.float32)
         weights = freq.sum() / (len(labels) * freq)  # "balanced" weighting, as scikit-learn's
@@ -194,7 +199,7 @@ class Classification(Task):
 
         return compute
 
-    @torch.inference_mode()
+    @inference_mode
     def logits(self, model: Any, tokenizer: Any, texts: list[str], pairs: list[str | None] | None,
                max_length: int, batch_size: int) -> np.ndarray:
         model.eval()
@@ -223,6 +228,8 @@ class Classification(Task):
 
     def predict(self, model: Any, tokenizer: Any, texts: list[Any], labels: list[str], max_length: int,
                 batch_size: int) -> list[dict[str, Any]]:
+        import torch
+
         plain = [t if isinstance(t, str) else t[0] for t in texts]
         pairs = [None if isinstance(t, str) else t[1] for t in texts]
         logits = torch.from_numpy(self.logits(model, tokenizer, plain, pairs, max_length, batch_size))

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import torch
 from pydantic import Field
 
 from tuneforge.errors import ConfigError
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.tasks.base import TASKS, EvalResult
 from tuneforge.tasks.sft import SFT, SFTParams
 
@@ -102,7 +102,7 @@ class Distillation(SFT):
     def trainer_options(self) -> dict[str, Any]:
         return {"backbone_lr_scale": self.params.forgetting.backbone_lr_scale}
 
-    @torch.inference_mode()
+    @inference_mode
     def teacher_kl(self, model: Any, teacher: Any, tokenizer: Any, examples: list[dict[str, Any]],
                    max_length: int, batch_size: int = 16) -> float:
         """Mean KL(teacher || student) at temperature 1 over answer tokens: how far the student still is."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-import torch
 from pydantic import Field
 
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, TaskParams
 from tuneforge.tasks.chat_templates import render
@@ -69,7 +69,7 @@ class Reward(Preference):
             extra["center_rewards_coefficient"] = self.params.center_rewards
         return TrainerSpec(RewardTrainer, RewardConfig, extra)
 
-    @torch.inference_mode()
+    @inference_mode
     def score(self, model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
               max_length: int) -> list[float]:
         """The reward of each whole conversation (prompt + answer)."""
@@ -105,6 +105,8 @@ class Reward(Preference):
     def baselines(self, base_model_path: str, tokenizer: Any, splits: dict[str, list[dict[str, Any]]],
                   labels: list[str], max_length: int, names: Sequence[str]) -> dict[str, EvalResult]:
         """The base model with an untrained (seeded) scoring head: what training has to beat (about chance)."""
+        import torch
+
         if not names:
             return {}
         torch.manual_seed(0)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
-import torch
 from pydantic import Field
 
 from tuneforge.errors import ConfigError
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, TaskParams
 from tuneforge.tasks.chat_templates import END_OF_TURN, render
 from tuneforge.tasks.preference import Preference
@@ -119,11 +119,13 @@ class RLHF(Preference):
         self._template_name, tokenizer.chat_template = self.chat_template(tokenizer)
 
     # ---- evaluation -------------------------------------------------------------------------------------
-    @torch.inference_mode()
+    @inference_mode
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], labels: list[str],
                  max_length: int, batch_size: int) -> EvalResult:
         """Mean reward of `eval_samples` sampled replies per held-out prompt (seeded, so base and tuned models
         are sampled with the same random stream)."""
+        import torch
+
         from tuneforge.tasks._generation import sample_replies
 
         p = self.params
