@@ -136,12 +136,9 @@ class Preference(Task):
             return [{"role": "assistant", "content": text}]
 
         if self.params.algorithm == "kto":  # unpaired: each pair gives one desirable and one undesirable example
+            # In pair order here; the trainer shuffles them with the run's seed (training/kto.py).
             rows = [{"prompt": e["prompt"], "completion": answer(e[key]), "label": key == "chosen"}
                     for e in examples for key in ("chosen", "rejected")]
-            # KTO reads batches in order (its KL term pairs neighbours), so shuffle once here, seeded.
-            import random
-
-            random.Random(len(rows)).shuffle(rows)
         else:
             rows = [{"prompt": e["prompt"], "chosen": answer(e["chosen"]), "rejected": answer(e["rejected"])}
                     for e in examples]
@@ -161,9 +158,11 @@ class Preference(Task):
             return TrainerSpec(DPOTrainer, DPOConfig, {**extra, "loss_type": ["sigmoid" if p.algorithm == "dpo"
                                                                                else "ipo"]})
         if p.algorithm == "kto":
-            from trl import KTOConfig, KTOTrainer
+            from trl import KTOConfig
 
-            return TrainerSpec(KTOTrainer, KTOConfig, {**extra, "train_sampling_strategy": "sequential"})
+            from tuneforge.training.kto import SeededKTOTrainer
+
+            return TrainerSpec(SeededKTOTrainer, KTOConfig, {**extra, "train_sampling_strategy": "sequential"})
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
         return TrainerSpec(ORPOTrainer, ORPOConfig, extra)
