@@ -160,6 +160,7 @@ def test_grpo_accumulation_matches(tiny_causal: Path, tmp_path: Path) -> None:
     batch's token count and TRL declares it already scaled, which tuneforge keeps."""
     rows = [{"prompt": f"{list(ANSWERS)[i % 3]} order {i}"} for i in range(40)]
     # A reward proportional to the reply's length: varied, so the advantages (and gradients) are not all zero.
-    task = {"name": "rlhf", "reward": "tuneforge.tasks.reward_functions:length_in_range", "reward_kwargs": {"low": 1000},
-            "num_generations": 4, "max_new_tokens": 8, "beta": 0.1, "eval_prompts": 1, "eval_samples": 1}
+    task = {"name": "rlhf", "reward": "tuneforge.tasks.reward_functions:length_in_range",
+            "reward_kwargs": {"low": 1000}, "num_generations": 4, "max_new_tokens": 8, "beta": 0.1,
+            "eval_prompts": 1, "eval_samples": 1}
     _assert_equivalent(_config(tiny_causal, rows, tmp_path, task, learning_rate=0.002))

@@ -16,6 +16,7 @@ from tuneforge.config import RunConfig
 from tuneforge.errors import ConfigError
 from tuneforge.evaluation.stats import higher_is_better
 from tuneforge.training.callbacks import GracefulStop, NanGuard, OverfitDetector, ResumableEarlyStopping, RichProgress
+from tuneforge.training.checkpoint import diverged, save_failed, write_checksums
 from tuneforge.training.regularizers import BaseModelReference, kl_to_base, parameter_groups
 from tuneforge.training.sampler import SeededLengthGroupedSampler
 from tuneforge.training.spec import TrainerSpec
@@ -118,6 +119,15 @@ class TuneforgeTrainerMixin:
             loss = loss * self.accelerator.num_processes  # type: ignore[attr-defined] - num_items counts all devices
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        """Every micro-batch's loss is checked before the optimiser can step on it: a NaN/inf stops the run naming
+        the step and the batch, and no checkpoint after the last good one is ever written."""
+        loss = super().training_step(model, inputs, num_items_in_batch)  # type: ignore[misc]
+        self._micro_batches = getattr(self, "_micro_batches", 0) + 1
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise diverged(loss, self.state, self._micro_batches, inputs, Path(self.args.output_dir))  # type: ignore[attr-defined]
+        return loss
+
     # ---- atomic checkpoints: write into a staging folder, then rename into place ---------------------------
     def _get_output_dir(self, trial: Any) -> str:
         return self._staging or super()._get_output_dir(trial)  # type: ignore[misc]
@@ -128,15 +138,19 @@ class TuneforgeTrainerMixin:
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging, exist_ok=True)
         self._staging = staging
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         try:
             super()._save_checkpoint(model, trial)  # type: ignore[misc]
+            if self.state.best_global_step:
+                best = os.path.join(final_root, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+                self.state.best_model_checkpoint = best
+                self.state.save_to_json(os.path.join(staging, name, "trainer_state.json"))
+            write_checksums(Path(staging) / name)  # a later resume refuses a corrupted or truncated file
+        except OSError as exc:  # a full disk, a vanished mount: the checkpoints already in place stay as they are
+            shutil.rmtree(staging, ignore_errors=True)
+            raise save_failed(Path(final_root), name, exc) from None
         finally:
             self._staging = None
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        if self.state.best_global_step:
-            best = os.path.join(final_root, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
-            self.state.best_model_checkpoint = best
-            self.state.save_to_json(os.path.join(staging, name, "trainer_state.json"))
         target = os.path.join(final_root, name)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(os.path.join(staging, name), target)  # atomic on one filesystem
