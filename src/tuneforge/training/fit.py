@@ -30,6 +30,20 @@ class Fitted:
                 "stopped_early": bool(state.global_step < state.max_steps)}
 
 
+def _mark_training(run_dir: Path) -> Any:
+    """A callback writing run.json `training` once training has really begun: after the stop-signal handlers are
+    installed (by the callbacks before it), so a SIGTERM from then on always ends in a checkpoint."""
+    from transformers import TrainerCallback
+
+    from tuneforge.registry.run_folder import set_status
+
+    class MarkTraining(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            set_status(run_dir, "training", started=time.time())
+
+    return MarkTraining()
+
+
 def fit(recipe: Any, built: Any, data: Any, *, console: Any, quiet: bool, resume_from: Path | None,
         callbacks: list[Any] | None = None) -> Fitted:
     from tuneforge.registry.run_folder import set_status
@@ -46,8 +60,7 @@ def fit(recipe: Any, built: Any, data: Any, *, console: Any, quiet: bool, resume
                                            task.compute_metrics(labels), recipe.metric, run_dir / "checkpoints",
                                            console, quiet, weights, loss_only=task.loss_only_eval,
                                            trainer_options=task.trainer_options(), spec=spec,
-                                           extra_callbacks=callbacks)
-    set_status(run_dir, "training", started=time.time())
+                                           extra_callbacks=[*(callbacks or []), _mark_training(run_dir)])
     start = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
