@@ -109,3 +109,23 @@ def test_corrupted_checkpoint_is_refused_on_resume(tmp_path: Path, tiny_bert: Pa
     weights.write_bytes(bytes(blob))
     res = cli("train", str(path), "--resume")
     assert_user_error(res, weights.name, "corrupted" if damage == "flip" else "truncated", fix="delete")
+
+
+def test_resume_refuses_data_changed_since_the_crash(tmp_path: Path, tiny_bert: Path, cli: Any) -> None:
+    from transformers import TrainerCallback
+
+    import tuneforge
+
+    class CrashAt3(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    path, cfg = _config(tmp_path, tiny_bert)
+    with pytest.raises(KeyboardInterrupt):
+        tuneforge.train(cfg, callbacks=[CrashAt3()], quiet=True)
+    rows = make_intent_rows(20)
+    rows[0]["text"] = "an edited example that was not there when the run started"
+    write_jsonl(tmp_path / "intents.jsonl", rows)
+    assert_user_error(cli("train", str(path), "--resume"), "data changed since this run started",
+                      fix="restore the original data")
