@@ -12,7 +12,7 @@ from typing import Any
 from tuneforge.errors import CheckpointError, TrainingDiverged
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # + rng_state*.pth: one per process
 CHECKSUMS = "checksums.json"
 
 
@@ -88,6 +88,9 @@ def check_checkpoint(path: Path) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{path / 'trainer_state.json'} is not valid JSON (truncated?)",
                               fix=f"delete {path} to resume from the previous checkpoint") from None
+    if not list(path.glob("rng_state*.pth")):
+        raise CheckpointError(f"checkpoint {path} is incomplete: rng_state.pth is missing",
+                              fix=f"delete {path} to resume from the previous checkpoint")
     weights = list(path.glob("*.safetensors"))
     if not weights:
         raise CheckpointError(f"checkpoint {path} holds no .safetensors weights",
@@ -106,9 +109,9 @@ def check_checkpoint(path: Path) -> None:
         if file.stat().st_size < expected:
             raise CheckpointError(f"{file} is truncated ({file.stat().st_size} of {expected} bytes)",
                                   fix=f"delete {path} to resume from the previous checkpoint")
-    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
-        if (path / name).stat().st_size == 0:
-            raise CheckpointError(f"{path / name} is empty (truncated)",
+    for file in [path / "optimizer.pt", path / "scheduler.pt", *path.glob("rng_state*.pth")]:
+        if file.stat().st_size == 0:
+            raise CheckpointError(f"{file} is empty (truncated)",
                                   fix=f"delete {path} to resume from the previous checkpoint")
 
 

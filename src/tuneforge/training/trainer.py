@@ -80,7 +80,9 @@ class TuneforgeTrainerMixin:
         if not self.group_by_length or "input_ids" not in getattr(dataset, "column_names", []):
             return super()._get_train_sampler(train_dataset)  # type: ignore[misc]
         lengths = [len(ids) for ids in dataset["input_ids"]]
-        return SeededLengthGroupedSampler(lengths, self.args.train_batch_size, self.args.seed)
+        # Grouped by the global batch, so N processes of batch b see the same examples per step as one of N*b.
+        global_batch = self.args.train_batch_size * self.args.world_size
+        return SeededLengthGroupedSampler(lengths, global_batch, self.args.seed)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -135,22 +137,30 @@ class TuneforgeTrainerMixin:
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         final_root = self.args.output_dir
         staging = os.path.join(final_root, ".staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging, exist_ok=True)
+        zero = self.is_world_process_zero()  # type: ignore[attr-defined]
+        if zero:
+            shutil.rmtree(staging, ignore_errors=True)
+            os.makedirs(staging, exist_ok=True)
+        self.accelerator.wait_for_everyone()  # type: ignore[attr-defined] - every rank writes its RNG state here
         self._staging = staging
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         try:
             super()._save_checkpoint(model, trial)  # type: ignore[misc]
-            if self.state.best_global_step:
+            self.accelerator.wait_for_everyone()  # type: ignore[attr-defined]
+            if zero and self.state.best_global_step:
                 best = os.path.join(final_root, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
                 self.state.best_model_checkpoint = best
                 self.state.save_to_json(os.path.join(staging, name, "trainer_state.json"))
-            write_checksums(Path(staging) / name)  # a later resume refuses a corrupted or truncated file
+            if zero:
+                write_checksums(Path(staging) / name)  # a later resume refuses a corrupted or truncated file
         except OSError as exc:  # a full disk, a vanished mount: the checkpoints already in place stay as they are
             shutil.rmtree(staging, ignore_errors=True)
             raise save_failed(Path(final_root), name, exc) from None
         finally:
             self._staging = None
+        if not zero:
+            self.accelerator.wait_for_everyone()  # type: ignore[attr-defined] - rank 0 renames it into place
+            return
         target = os.path.join(final_root, name)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(os.path.join(staging, name), target)  # atomic on one filesystem
@@ -159,6 +169,7 @@ class TuneforgeTrainerMixin:
 
         rotate_checkpoints(output_dir=final_root, save_total_limit=self.args.save_total_limit,
                            best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()  # type: ignore[attr-defined]
 
 
 class TuneforgeTrainer(TuneforgeTrainerMixin, Trainer):

@@ -1,0 +1,80 @@
+"""Multi-process training through torchrun + accelerate (DDP over gloo on CPU): 2 processes at batch b end with the
+same loss curve and test metric as 1 process at batch 2b; only rank 0 writes the run folder; a 2-process run
+resumes in 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import base_config, make_intent_rows, write_jsonl, write_yaml
+
+
+def _train(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "tuneforge.cli.main", "train", str(config), "--quiet", *extra],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def _losses(run: Path) -> list[float]:
+    return [h["loss"] for h in json.loads((run / "history.json").read_text()) if "loss" in h]
+
+
+@pytest.mark.timeout(1500)
+def test_two_processes_match_one_at_the_same_global_batch(tiny_bert: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", make_intent_rows(16))
+    runs = tmp_path / "runs"
+    common = {"epochs": 1, "max_steps": 4, "learning_rate": 1e-3, "threads": 1, "eval_steps": 2,
+              "early_stopping": {"patience": None}}
+    one = write_yaml(tmp_path / "one.yaml", base_config(tiny_bert, data, runs, name="one",
+                                                        training={**common, "batch_size": 8}))
+    two = write_yaml(tmp_path / "two.yaml", base_config(tiny_bert, data, runs, name="two",
+                                                        training={**common, "batch_size": 4}))
+    single = _train(one)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = _train(two, "--processes", "2", "--master-port", str(29600 + os.getpid() % 300))
+    assert double.returncode == 0, double.stderr[-3000:]
+
+    a, b = _losses(runs / "one"), _losses(runs / "two")
+    assert len(a) == len(b) == 4
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-5)  # same examples per step, gradients averaged over ranks
+    ma = json.loads((runs / "one" / "metrics.json").read_text())["test"]
+    mb = json.loads((runs / "two" / "metrics.json").read_text())["test"]
+    assert ma["accuracy"] == pytest.approx(mb["accuracy"], abs=1e-6)
+    env = json.loads((runs / "two" / "environment.json").read_text())
+    assert env["processes"] == 2
+    assert not list((runs / "two").glob("*rank1*"))  # rank 1 wrote nothing into the folder but its own log
+    ckpts = sorted((runs / "two" / "checkpoints").glob("checkpoint-*"))
+    assert ckpts and {p.name for p in ckpts[-1].glob("rng_state*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
+
+
+@pytest.mark.timeout(1500)
+def test_two_process_run_resumes_in_one_process(tiny_bert: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    data = write_jsonl(tmp_path / "d.jsonl", make_intent_rows(30))
+    runs = tmp_path / "runs"
+    config = write_yaml(tmp_path / "r.yaml", base_config(tiny_bert, data, runs, name="r", training={
+        "epochs": 1, "max_steps": 10, "batch_size": 4, "threads": 1, "eval_steps": 2,
+        "early_stopping": {"patience": None}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge.cli.main", "train", str(config), "--quiet",
+                             "--processes", "2", "--master-port", str(29900 + os.getpid() % 90)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    target = runs / "r" / "checkpoints" / "checkpoint-4"
+    deadline = time.time() + 600
+    while not target.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # every process of the 2-process run, at once
+    proc.wait()
+    assert target.is_dir() and not (runs / "r" / "metrics.json").exists()
+    resumed = _train(config, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((runs / "r" / "metrics.json").read_text())
+    assert "checkpoint-" in metrics["train"]["resumed_from"] and metrics["train"]["steps"] == 10
