@@ -186,25 +186,43 @@ def _read_hub(name: str, allow_hub: bool) -> Iterator[Record]:
     yield from _iter_dataset(data, f"hub:{spec}[{split or 'train'}]")
 
 
+class ConllRecord(dict):
+    """A CoNLL sentence ({"tokens", "tags"}) that also knows each token's line, so that a bad tag can name its own
+    line rather than the sentence's first (kept as an attribute: it is not a column of the data)."""
+
+    def __init__(self, tokens: list[str], tags: list[str], token_lines: list[int]) -> None:
+        super().__init__(tokens=tokens, tags=tags)
+        self.token_lines = token_lines
+
+
 def _read_conll(path: str) -> Iterator[Record]:
     """CoNLL-style: one token per line, first column the token, last column the tag; blank line between sentences."""
     tokens: list[str] = []
     tags: list[str] = []
-    start = 0
+    numbers: list[int] = []
     for number, text in _lines(path):
         line = text.rstrip("\r\n")
         if not line.strip() or line.startswith("-DOCSTART-"):
             if tokens:
-                yield {"tokens": tokens, "tags": tags}, path, start
-            tokens, tags = [], []
+                yield ConllRecord(tokens, tags, numbers), path, numbers[0]
+            tokens, tags, numbers = [], [], []
             continue
         cells = line.split("\t") if "\t" in line else line.split()
         if len(cells) < 2:
             raise DataError(f"expected a token and a tag, got {line.strip()!r}", file=path, line=number,
                             fix="each line must be 'TOKEN<TAB>TAG' (blank line between sentences)")
-        if not tokens:
-            start = number
         tokens.append(cells[0])
         tags.append(cells[-1])
+        numbers.append(number)
     if tokens:
-        yield {"tokens": tokens, "tags": tags}, path, start
+        yield ConllRecord(tokens, tags, numbers), path, numbers[0]
+
+
+def infer_task(fmt: str, record: dict[str, Any] | None) -> str:
+    """The task a file is most likely meant for, when none is given: CoNLL files and records holding token and
+    tag lists are token classification; anything else is read as classification."""
+    if fmt == "conll":
+        return "token_classification"
+    if record is not None and isinstance(record.get("tokens"), list) and isinstance(record.get("tags"), list):
+        return "token_classification"
+    return "classification"
