@@ -212,3 +212,37 @@ def test_tinystories_tokenizer_loses_gsm8k_operators() -> None:
     coverage = tokenizer_coverage([chat("How many clips?", GSM8K_ANSWER)], CHAT, tokenizer)
     assert {"/", "=", "#"} <= set(coverage["characters_lost"])
     assert "\n" not in coverage["characters_lost"] and "N" not in coverage["characters_lost"]
+
+
+# ---- 13: `data preview` shows the prepared text, not the raw file ----------------------------------------------
+
+def test_preview_shows_the_cleaned_text_that_trains(cli, tmp_path: Path, tiny_causal: Path) -> None:
+    import yaml
+
+    rows = [{"prompt": f"mail jane.doe{i}@example.com about order {i}", "completion": f"Done {i}.\n  Step two."}
+            for i in range(20)]
+    cfg = base_config(tiny_causal, write_jsonl(tmp_path / "chat.jsonl", rows), tmp_path / "runs",
+                      task={"name": "sft"})
+    cfg["data"].update(max_length=128, clean={"redact_pii": True})
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    for flags in ((), ("--masks",)):
+        res = cli("data", "preview", path, "--n", "2", *flags)
+        assert res.code == 0, res.err
+        assert "[EMAIL]" in res.out and "@example.com" not in res.out  # redacted, as it trains
+        assert "chat.jsonl:" in res.out
+
+
+def test_run_report_lists_the_data_warnings(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tuneforge.evaluation.report import write_report
+    from tuneforge.tasks.base import EvalResult
+
+    cfg = SimpleNamespace(name="r", task=SimpleNamespace(name="sft"), method=SimpleNamespace(name="full"),
+                          model=SimpleNamespace(path="m"))
+    train_info = {"trainable_params": 10, "total_params": 10, "steps": 2, "train_seconds": 1.0}
+    data_report = {"rows": {"train": 8, "validation": 1, "test": 1}, "warnings": ["the tokenizer cannot represent"]}
+    path = write_report(tmp_path / "report.md", cfg, [{"model": "full", "score": 1.0}], "loss", "rouge_l",
+                        EvalResult({"loss": 1.0}), {}, train_info, data_report, [])
+    assert "- **Warning:** the tokenizer cannot represent" in path.read_text()
