@@ -70,6 +70,9 @@ def test_task_is_inferred_from_format_and_record() -> None:
     assert infer_task("jsonl", {"tokens": ["a"], "tags": ["O"]}) == "token_classification"
     assert infer_task("jsonl", {"text": "a", "label": "b"}) == "classification"
     assert infer_task("csv", {"tokens": "a b", "tags": "O O"}) == "classification"  # strings are not token lists
+    assert infer_task("jsonl", {"prompt": "q", "completion": "a"}) == "sft"
+    assert infer_task("jsonl", {"messages": []}) == "sft"
+    assert infer_task("jsonl", {"prompt": "q", "chosen": "a", "rejected": "b"}) == "preference"
 
 
 # ---- 11: generative tasks keep the text they train on ---------------------------------------------------------

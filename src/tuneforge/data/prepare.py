@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,26 @@ def _drop_untrainable(examples: list[Example], remove: bool, task: Task, tokeniz
     return kept, warnings
 
 
+def _clean_all(raw: dict[str, list[Example]], cfg: RunConfig, task: Task, tokenizer: Any,
+               lengths_of: Callable[[list[Example]], list[int]]) -> tuple[dict[str, Any], list[str]]:
+    """Clean every split in place (`raw`); returns the cleaning steps per split and the warnings they raise."""
+    data = cfg.data
+    cleaning: dict[str, Any] = {}
+    warnings: list[str] = []
+    # User-given validation/test files are normalised (and redacted) but never filtered: they are the user's
+    # yardstick, and dropping rows would make scores incomparable with anything else measured on them.
+    keep_all = data.clean.model_copy(update={"dedupe": "none", "drop_conflicts": False, "min_tokens": 0,
+                                             "max_tokens": None})
+    for name in list(raw):
+        if raw[name]:
+            rules = data.clean if name == "train" else keep_all
+            raw[name], cleaning[name] = clean_examples(raw[name], task, rules, lengths_of)
+            raw[name], dropped = _drop_untrainable(raw[name], name == "train", task, tokenizer, data.max_length,
+                                                   cleaning[name])
+            warnings += dropped
+    return cleaning, warnings
+
+
 def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
     data = cfg.data
     sources: dict[str, Any] = {}
@@ -86,21 +107,7 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
     def lengths_of(examples: list[Example]) -> list[int]:
         return task.token_lengths(examples, tokenizer)
 
-    cleaning: dict[str, Any] = {}
-    # User-given validation/test files are normalised (and redacted) but never filtered: they are the user's
-    # yardstick, and dropping rows would make scores incomparable with anything else measured on them.
-    keep_all = data.clean.model_copy(update={"dedupe": "none", "drop_conflicts": False, "min_tokens": 0,
-                                             "max_tokens": None})
-    for name in list(raw):
-        if raw[name]:
-            rules = data.clean if name == "train" else keep_all
-            raw[name], cleaning[name] = clean_examples(raw[name], task, rules, lengths_of)
-    warnings: list[str] = []
-    for name in list(raw):
-        if raw[name]:
-            raw[name], dropped = _drop_untrainable(raw[name], name == "train", task, tokenizer, data.max_length,
-                                                   cleaning[name])
-            warnings += dropped
+    cleaning, warnings = _clean_all(raw, cfg, task, tokenizer, lengths_of)
     if not raw["train"]:
         raise DataError("no training examples left after cleaning", file=_paths(data.train)[0],
                         fix="check the data.clean settings (length filters, dedupe) or the data itself")

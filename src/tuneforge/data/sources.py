@@ -219,10 +219,16 @@ def _read_conll(path: str) -> Iterator[Record]:
 
 
 def infer_task(fmt: str, record: dict[str, Any] | None) -> str:
-    """The task a file is most likely meant for, when none is given: CoNLL files and records holding token and
-    tag lists are token classification; anything else is read as classification."""
+    """The task a file is most likely meant for, when none is given (by the default column names): CoNLL files and
+    records holding token and tag lists are token classification, chosen/rejected pairs preference data, chats and
+    prompt/completion or instruction/output records sft; anything else is read as classification."""
     if fmt == "conll":
         return "token_classification"
-    if record is not None and isinstance(record.get("tokens"), list) and isinstance(record.get("tags"), list):
+    record = record or {}
+    if isinstance(record.get("tokens"), list) and isinstance(record.get("tags"), list):
         return "token_classification"
+    if "chosen" in record and "rejected" in record:
+        return "preference"
+    if "messages" in record or {"prompt", "completion"} <= set(record) or {"instruction", "output"} <= set(record):
+        return "sft"
     return "classification"
