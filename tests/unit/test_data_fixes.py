@@ -249,3 +249,13 @@ def test_run_report_lists_the_data_warnings(tmp_path: Path) -> None:
     path = write_report(tmp_path / "report.md", cfg, [{"model": "full", "score": 1.0}], "loss", "rouge_l",
                         EvalResult({"loss": 1.0}), {}, train_info, data_report, [])
     assert "- **Warning:** the tokenizer cannot represent" in path.read_text()
+
+
+@pytest.mark.parametrize("template", ["chatml", "llama3"])
+def test_batched_masks_equal_one_by_one(causal_tokenizer: Any, template: str) -> None:
+    from tuneforge.tasks.chat_templates import BUILTIN, tokenize_with_masks
+
+    chats = [chat(f"question {i} " * (i % 7), f"Answer {i}.\n  Second line.")["messages"] for i in range(12)]
+    for max_length in (16, 40, 512):
+        one_by_one = [tokenize_with_masks(causal_tokenizer, BUILTIN[template], [c], max_length)[0] for c in chats]
+        assert tokenize_with_masks(causal_tokenizer, BUILTIN[template], chats, max_length) == one_by_one

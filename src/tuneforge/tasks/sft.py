@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneforge.data.packing import PackedCollator, pack
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
-from tuneforge.tasks.chat_templates import TemplateError, choose_template, render, tokenize_with_mask
+from tuneforge.tasks.chat_templates import TemplateError, choose_template, render, tokenize_with_masks
 
 ROLES = ("system", "user", "assistant")
 
@@ -174,14 +174,15 @@ class SFT(Task):
 
     def _encode_rows(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[dict]:
         _, template = self._template(tokenizer)
+        conversations = [e["messages"] for e in examples if "replay_text" not in e]
+        chats = iter(tokenize_with_masks(tokenizer, template, conversations, max_length, self.params.train_on_prompt))
         rows = []
         for e in examples:
             if "replay_text" in e:  # forgetting mitigation: plain text, every token trained
                 ids = tokenizer(e["replay_text"], truncation=True, max_length=max_length)["input_ids"]
                 rows.append({"input_ids": ids, "labels": list(ids)})
             else:
-                rows.append(tokenize_with_mask(tokenizer, template, e["messages"], max_length,
-                                               self.params.train_on_prompt))
+                rows.append(next(chats))
         return rows
 
     def trainer_options(self) -> dict[str, Any]:
