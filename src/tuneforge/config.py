@@ -48,7 +48,8 @@ class CleanConfig(Strict):
     """Cleaning of the training data. Validation/test files you give are normalised but never filtered."""
 
     normalize_unicode: bool = Field(True, description="Unicode NFC normalisation.")
-    normalize_whitespace: bool = Field(True, description="Collapse runs of whitespace, strip ends.")
+    normalize_whitespace: bool = Field(True, description="Collapse runs of whitespace, strip ends (not in generative "
+                                       "tasks: they keep their text as given, \\r\\n -> \\n).")
     dedupe: Literal["none", "exact", "normalized"] = Field(
         "normalized", description="'exact' drops identical examples; 'normalized' also case/punctuation variants.")
     drop_conflicts: bool = Field(True, description="Drop texts that appear with different labels.")

@@ -156,7 +156,10 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
     rows_count = data_report["rows"]
     lines += ["", "## Data", "", f"train {rows_count['train']} / validation {rows_count['validation']} / "
               f"test {rows_count['test']} after cleaning; imbalance ratio {data_report.get('imbalance_ratio')}; "
-              f"leakage {data_report.get('leakage')}. Full report: `data/report.json`.", "", "## Figures", ""]
+              f"leakage {data_report.get('leakage')}. Full report: `data/report.json`."]
+    if data_report.get("warnings"):  # the console hides them in quiet mode; the report keeps them
+        lines += ["", *(f"- **Warning:** {w}" for w in data_report["warnings"])]
+    lines += ["", "## Figures", ""]
     lines += [f"![{p.stem}]({p.relative_to(path.parent).as_posix()})" for p in plots]
     return write_text(path, "\n".join(lines) + "\n")
 

@@ -58,6 +58,7 @@ class Preference(Task):
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
     training_metric: ClassVar[str | None] = "loss"
     loss_only_eval: ClassVar[bool] = True
+    preserves_whitespace: ClassVar[bool] = True  # trains on the text (also Reward, RLHF): whitespace kept
     params: PreferenceParams
 
     # ---- data -------------------------------------------------------------------------------------------

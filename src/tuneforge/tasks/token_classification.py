@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from tuneforge.errors import DataError
 from tuneforge.evaluation.compare_types import Comparison
 from tuneforge.evaluation.metrics import entity_metrics
 from tuneforge.methods.base import HeadInfo
-from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
+from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams, source_of
 
 IGNORE = -100
 
@@ -40,6 +41,20 @@ def tag_names(types: list[str]) -> list[str]:
     return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
 
 
+def tag_ids(example: dict[str, Any], index: dict[str, int]) -> list[int]:
+    """The example's tags as ids; a tag outside the run's labels is an error naming the example's file:line (it
+    used to become O silently, training the model that the entity is no entity)."""
+    try:
+        return [index[t] for t in example["tags"]]
+    except KeyError:
+        pos, tag = next((i, t) for i, t in enumerate(example["tags"]) if t not in index)
+        types = sorted({t[2:] for t in index if t != "O"})
+        file, line = source_of(example)
+        raise DataError(f"tag {tag!r} (token {pos + 1}, {example['tokens'][pos]!r}) is not among the run's entity "
+                        f"types ({', '.join(types) or 'none'})", file=file, line=line,
+                        fix="add its type to data.labels, or correct the tag") from None
+
+
 @TASKS.register
 class TokenClassification(Task):
     name = "token_classification"
@@ -47,6 +62,7 @@ class TokenClassification(Task):
     primary_metric: ClassVar[str] = "f1"
     peft_task_type: ClassVar[str] = "TOKEN_CLS"
     pipeline_tag: ClassVar[str | None] = "token-classification"
+    default_format: ClassVar[str | None] = "conll"
     supports_dry_run: ClassVar[bool] = True
     comparison: ClassVar[Any] = Comparison(
         "tuneforge.evaluation.compare_token_classification:token_classification_entrants", "f1", True)
@@ -72,14 +88,16 @@ class TokenClassification(Task):
         if any(not t.strip() for t in tokens):
             raise RecordError("a token is empty or whitespace", fix="remove empty tokens and their tags")
         tags = [str(t).strip() for t in tags]
-        for tag in tags:
+        # A CoNLL reader's record knows each token's line: a bad tag then names its own line.
+        token_lines = getattr(raw, "token_lines", None) or [None] * len(tags)
+        for tag, line in zip(tags, token_lines, strict=True):
             prefix, dash, typ = tag.partition("-")
             if tag != "O" and not (prefix in ("B", "I") and dash and typ):
                 raise RecordError(f"tag {tag!r} is not IOB (O, B-TYPE or I-TYPE)",
-                                  fix="convert the tags to IOB1/IOB2 (e.g. B-PER, I-PER, O)")
+                                  fix="convert the tags to IOB1/IOB2 (e.g. B-PER, I-PER, O)", line=line)
             if known_labels is not None and tag != "O" and typ not in known_labels:
                 raise RecordError(f"unknown entity type {typ!r} in tag {tag!r}",
-                                  fix=f"use one of data.labels ({', '.join(known_labels)}) or add it there")
+                                  fix=f"use one of data.labels ({', '.join(known_labels)}) or add it there", line=line)
         return {"tokens": tokens, "tags": normalize_iob(tags)}
 
     def text_of(self, example: dict[str, Any]) -> str:
@@ -148,8 +166,7 @@ class TokenClassification(Task):
         enc = tokenizer([e["tokens"] for e in examples], is_split_into_words=True, truncation=True,
                         max_length=max_length)
         columns = {k: list(v) for k, v in enc.items()}
-        columns["labels"] = [self._align(enc.word_ids(i), [index.get(t, 0) for t in e["tags"]], tags)
-                             for i, e in enumerate(examples)]
+        columns["labels"] = [self._align(enc.word_ids(i), tag_ids(e, index), tags) for i, e in enumerate(examples)]
         return Dataset.from_dict(columns)
 
     def collator(self, tokenizer: Any) -> Any:
@@ -232,7 +249,7 @@ class TokenClassification(Task):
         encoder = load_encoder(base_model_path)
         feats = {n: word_embeddings(encoder, tokenizer, [e["tokens"] for e in splits[n]], max_length)
                  for n in ("train", "validation", "test")}
-        ys = {n: [np.array([index.get(t, 0) for t in e["tags"]]) for e in splits[n]] for n in feats}
+        ys = {n: [np.array(tag_ids(e, index)) for e in splits[n]] for n in feats}
         probe = fit_linear_probe(np.concatenate(feats["train"]), np.concatenate(ys["train"]),
                                  np.concatenate(feats["validation"]), np.concatenate(ys["validation"]))
         preds = [_repair([tags[i] for i in probe.predict(f)]) for f in feats["test"]]
