@@ -350,3 +350,43 @@ def test_request_log_commits_each_request_with_pii_redacted(server: Server) -> N
     assert cls["route"] == "/v1/classify" and cls["scores"] and cls["output"][0]["label"]
     server.get("/v1/models", key="")
     assert read_log(log_path(server.workspace), 1)[0]["status"] == 401  # refused requests are logged too
+
+
+def test_vllm_dry_run_prints_the_command(server: Server, cli) -> None:
+    res = cli("serve", "chat-lora", "--engine", "vllm", "--dry-run", "--workspace", server.workspace, "--port", "9001")
+    assert res.code == 0, res.err
+    words = res.out.split()
+    assert words[:2] == ["vllm", "serve"] and "--enable-lora" in words
+    assert f"chat-lora={server.workspace / 'chat-lora' / 'model'}" in words and words[-2:] == ["--port", "9001"]
+    refused = cli("serve", "--engine", "vllm", "--dry-run", "--workspace", server.workspace)
+    assert refused.code == 2 and "one base per process" in refused.err  # a full run next to adapters
+
+
+# ---- the OpenAPI schema, fuzzed (bounded) -------------------------------------------------------------------
+
+
+def test_no_request_generated_from_the_openapi_schema_gets_a_5xx(server: Server) -> None:
+    """schemathesis draws valid and invalid requests for every operation (a few each); none may crash the server."""
+    schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.generation import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    auth = {"Authorization": f"Bearer {server.key}"}
+    failures: list[str] = []
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/classify", "/v1/embeddings"}
+    for operation in operations:
+        # GET routes take no parameters, so there is no invalid request to draw for them
+        post = operation.method.upper() == "POST"
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if post else (GenerationMode.POSITIVE,):
+            @settings(max_examples=6, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def call(case: Any) -> None:
+                response = case.call(base_url=server.url, headers=auth, timeout=60)
+                if response.status_code >= 500:
+                    failures.append(f"{case.method} {case.path} {case.body!r:.200}: {response.text[:200]}")
+
+            call()
+    assert not failures, "\n".join(failures)
