@@ -173,6 +173,18 @@ def test_chat_stream_is_openai_sse_and_same_text(server: Server) -> None:
     assert events[-2:] == ["data: [DONE]", ""] and all(e.startswith("data: {") for e in events[:-2])
 
 
+def test_stop_strings_cut_streamed_and_whole_replies_alike(server: Server, alone: Any) -> None:
+    messages = [{"role": "user", "content": "refund order 3"}]
+    whole = alone("chat").generate(messages, max_new_tokens=10)[0]
+    stop = whole.split()[1] if len(whole.split()) > 1 else whole[-2:]  # a word the reply really contains
+    client = server.client()
+    cut = client.chat.completions.create(model="chat", messages=messages, max_tokens=10, stop=[stop])
+    streamed = client.chat.completions.create(model="chat", messages=messages, max_tokens=10, stop=stop, stream=True)
+    text = cut.choices[0].message.content
+    assert stop not in text and whole.startswith(text.strip())
+    assert "".join(c.choices[0].delta.content or "" for c in streamed).strip() == text
+
+
 def test_completions_answer_the_prompt_as_one_user_turn(server: Server, alone: Any) -> None:
     resp = server.client().completions.create(model="chat", prompt=["refund order 1", "track order 2"],
                                               max_tokens=6)
@@ -258,6 +270,7 @@ def test_adapters_share_one_base_lru_keeps_two_and_each_answers_as_alone(server:
         assert len(pool.resident_adapters) <= 2
     resident = [n for n in pool.resident_adapters if n in LORAS]
     assert resident == LORAS[-2:]  # the two most recently used
+    assert pool.shared_bases == 1  # both on one base model in memory
     metrics = server.get("/metrics").text
     assert "tuneforge_resident_adapters 2" in metrics and 'route="/v1/classify",status="200"' in metrics
     assert len({json.dumps(alone(n).predict(texts)) for n in LORAS}) == 4  # the four runs really differ

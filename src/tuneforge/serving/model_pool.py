@@ -65,6 +65,11 @@ class ModelPool:
     def resident_adapters(self) -> list[str]:
         return list(self._resident)
 
+    @property
+    def shared_bases(self) -> int:
+        """Base models in memory that hold adapter runs (one per share key)."""
+        return len(self._shared)
+
     def acquire(self, name: str) -> LoadedRun:
         """The run, loaded, with its adapter active."""
         run = self.runs[name]
