@@ -124,8 +124,12 @@ class LoadedRun:
         tokenizer = self.load_tokenizer()
         same_base = {"trust_remote_code": self.trust_remote_code,
                      **({"revision": self.base_revision} if self.base_revision else {})}
+        import torch
+
+        # As load_model: quantised bases (qlora) need a GPU; on CPU the adapters run on the full-precision base.
+        extra = self.method.load_kwargs() if torch.cuda.is_available() else {}
         base = self.task.build_model(self.base_model_path, self.labels, pad_token_id=tokenizer.pad_token_id,
-                                     **same_base)
+                                     **same_base, **extra)
         return base.to(device).eval()
 
     def share(self, model: Any, tokenizer: Any | None = None) -> None:

@@ -247,7 +247,7 @@ async def embeddings(req: EmbeddingRequest, request: Request) -> EmbeddingList:
     return EmbeddingList(model=req.model, data=data, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
 
 
-@router.post("/v1/classify", response_model=ClassifyResponse)
+@router.post("/v1/classify", response_model=ClassifyResponse, response_model_exclude_none=True)
 async def classify(req: ClassifyRequest, request: Request) -> ClassifyResponse:
     """Labels with probabilities (classification runs) or entity spans (token-classification runs)."""
     state, started = _state(request), time.perf_counter()
