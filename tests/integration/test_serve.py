@@ -317,6 +317,9 @@ def test_rate_limit_answers_429_with_retry_after(server: Server) -> None:
 def test_body_and_token_limits(server: Server) -> None:
     big = {"model": "chat", "messages": [{"role": "user", "content": "x" * 70_000}]}
     _error(server.post("/v1/chat/completions", big), 413, "request_too_large")
+    from tuneforge.serving.request_log import log_path, read_log
+
+    assert read_log(log_path(server.workspace), 1)[0]["status"] == 413  # logged, though refused before auth
     err = _error(server.post("/v1/chat/completions", {"model": "chat", "max_tokens": 5000,
                                                       "messages": [{"role": "user", "content": "hi"}]}), 400)
     assert err["param"] == "max_tokens" and "64" in err["message"]

@@ -116,3 +116,10 @@ def test_vllm_command_refuses_what_vllm_cannot_serve(runs: list[SimpleNamespace]
 
     with pytest.raises(RunError, match=needle):
         vllm_command(runs)  # type: ignore[arg-type]
+
+
+def test_serve_names_a_missing_workspace_or_run(tmp_path: Path, cli) -> None:
+    res = cli("serve", "--workspace", tmp_path / "nope")
+    assert res.code == 2 and "does not exist" in res.err and "Traceback" not in res.err
+    res = cli("serve", "no-such-run", "--workspace", tmp_path)
+    assert res.code == 2 and "not a run folder" in res.err

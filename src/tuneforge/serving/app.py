@@ -124,8 +124,8 @@ def _route_label(scope: dict[str, Any]) -> str:
 class LimitsMiddleware:
     """Pure ASGI: refuses bodies over the limit (413) before the app reads them, and times every response."""
 
-    def __init__(self, app: Any, max_body_bytes: int, metrics: Metrics) -> None:
-        self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
+    def __init__(self, app: Any, max_body_bytes: int, metrics: Metrics, request_log: RequestLog) -> None:
+        self.app, self.max_body_bytes, self.metrics, self.request_log = app, max_body_bytes, metrics, request_log
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -144,6 +144,8 @@ class LimitsMiddleware:
         body = await self._read_body(scope, receive)
         if body is None:
             too_big = ApiError(413, f"request body over {self.max_body_bytes} bytes", code="request_too_large")
+            # refused before auth, so the entry has no key id
+            self.request_log.write(RequestRecord(route=route, status=413, error=too_big.message))
             await too_big.response()(scope, receive, timed_send)
             return
         replayed = [False]
@@ -234,5 +236,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_body_bytes, metrics=state.metrics)
+    app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_body_bytes, metrics=state.metrics,
+                       request_log=state.request_log)
     return app

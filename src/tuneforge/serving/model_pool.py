@@ -26,12 +26,15 @@ DEFAULT_MODEL = "default"
 
 def discover_runs(workspace: Path, wanted: list[str] | None = None) -> dict[str, LoadedRun]:
     """Every finished run folder directly under `workspace` (or only `wanted`: names there, or paths)."""
+    if not workspace.is_dir():
+        raise RunError(f"the workspace {workspace} does not exist",
+                       fix="give the folder that holds your run folders: --workspace DIR")
     if wanted:
         paths = [Path(w) if Path(w).is_dir() else workspace / w for w in wanted]
         runs = [load_run(p) for p in paths]  # a named run that is not finished is the user's error: say so
     else:
         runs = []
-        for folder in sorted(workspace.iterdir()) if workspace.is_dir() else []:
+        for folder in sorted(workspace.iterdir()):
             if (folder / "metrics.json").is_file() and (folder / "model" / "tuneforge.json").is_file():
                 runs.append(load_run(folder))
     named: dict[str, LoadedRun] = {}
