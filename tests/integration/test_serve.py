@@ -406,3 +406,18 @@ def test_no_request_generated_from_the_openapi_schema_gets_a_5xx(server: Server)
 
             call()
     assert not failures, "\n".join(failures)
+
+
+def test_a_run_that_finishes_after_start_up_is_served(server: Server, alone: Any) -> None:
+    import shutil
+
+    late = server.workspace / "intent-late"
+    shutil.copytree(server.workspace / "intent", late)  # as a training job finishing now would leave it
+    try:
+        time.sleep(1.1)  # the workspace is scanned at most once a second
+        resp = server.post("/v1/classify", {"model": "intent-late", "input": "refund order 3"})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["data"][0]["score"] == alone("intent").predict(["refund order 3"])[0]["score"]
+        assert "intent-late" in {m.id for m in server.client().models.list().data}
+    finally:
+        shutil.rmtree(late)

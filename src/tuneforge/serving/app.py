@@ -95,6 +95,18 @@ class ServingState:
         self.request_log = RequestLog(log_path(settings.workspace), log_inputs=settings.log_inputs,
                                       redact_pii=settings.redact_pii, retention_days=settings.retention_days)
         self.limiter = RateLimiter()
+        self._last_scan = time.monotonic()
+
+    def find_new_runs(self) -> None:
+        """Pick up runs that finished in the workspace since start-up (at most one scan a second; only when the
+        server was not started with an explicit list of runs)."""
+        now = time.monotonic()
+        if self.settings.runs or now - self._last_scan < 1.0:
+            return
+        self._last_scan = now
+        for name, run in discover_runs(self.settings.workspace).items():
+            if name not in self.engine.runs:
+                self.engine.pool.add(run)
 
     def authenticate(self, request: Request) -> ApiKey:
         header = request.headers.get("authorization", "")

@@ -13,15 +13,17 @@ Not thread-safe by design: only the engine's single worker thread touches models
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import RunError
+from tuneforge.errors import RunError, TuneforgeError
 from tuneforge.registry.loaded_run import LoadedRun, load_run
 
 DEFAULT_MODEL = "default"
+log = logging.getLogger("tuneforge.serve")
 
 
 def discover_runs(workspace: Path, wanted: list[str] | None = None) -> dict[str, LoadedRun]:
@@ -36,7 +38,10 @@ def discover_runs(workspace: Path, wanted: list[str] | None = None) -> dict[str,
         runs = []
         for folder in sorted(workspace.iterdir()):
             if (folder / "metrics.json").is_file() and (folder / "model" / "tuneforge.json").is_file():
-                runs.append(load_run(folder))
+                try:
+                    runs.append(load_run(folder))
+                except TuneforgeError as exc:  # one unreadable run folder must not take the others offline
+                    log.warning("not serving %s: %s", folder, exc)
     named: dict[str, LoadedRun] = {}
     for run in runs:
         if run.name == DEFAULT_MODEL or run.name in named:
@@ -59,14 +64,24 @@ class ModelPool:
         self._shared: dict[str, Any] = {}  # share key -> PeftModel holding several runs' adapters
         self._resident: OrderedDict[str, str | None] = OrderedDict()  # adapter run -> its share key
         # PEFT adapter names become module-dict keys, so they must not hold dots; folder names may.
-        self._adapter_name = {name: f"run{i}_{re.sub(r'[^0-9A-Za-z_]', '_', name)}"
-                              for i, name in enumerate(sorted(runs))}
+        self._adapter_name: dict[str, str] = {}
+        for name in sorted(runs):
+            self._name_adapter(name)
         self._default: tuple[Any, Any] | None = None
         self.loads = 0  # adapter loads so far (a test and the metrics read it)
 
     @property
     def resident_adapters(self) -> list[str]:
         return list(self._resident)
+
+    def _name_adapter(self, name: str) -> None:
+        self._adapter_name[name] = f"run{len(self._adapter_name)}_{re.sub(r'[^0-9A-Za-z_]', '_', name)}"
+
+    def add(self, run: LoadedRun) -> None:
+        """Serve a run that finished after start-up (names are only ever added, so readers never see one vanish)."""
+        if run.name not in self.runs and run.name != DEFAULT_MODEL:
+            self._name_adapter(run.name)
+            self.runs[run.name] = run
 
     @property
     def shared_bases(self) -> int:

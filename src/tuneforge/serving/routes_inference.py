@@ -69,14 +69,20 @@ async def metrics(request: Request) -> PlainTextResponse:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    runs = _state(request).engine.runs
-    cards = [ModelCard(id=name, created=int(run.path.stat().st_mtime), task=run.task.name)
-             for name, run in runs.items()]
+    state = _state(request)
+    state.find_new_runs()
+    runs = state.engine.runs
+    cards = [ModelCard(id=name, created=int(run.path.stat().st_mtime) if run.path.exists() else 0,
+                       task=run.task.name)
+             for name, run in list(runs.items())]
     return ModelList(data=[*cards, ModelCard(id=DEFAULT_MODEL, created=0, task="embedding")])
 
 
 def _run(state: ServingState, model: str) -> LoadedRun:
     run = state.engine.runs.get(model)
+    if run is None:
+        state.find_new_runs()
+        run = state.engine.runs.get(model)
     if run is None:
         raise ApiError(404, f"the model {model!r} does not exist; see GET /v1/models", param="model",
                        code="model_not_found")
