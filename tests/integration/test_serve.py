@@ -147,6 +147,11 @@ def test_chat_greedy_equals_the_run_alone(server: Server, alone: Any, model: str
     assert resp.choices[0].message.content == alone(model).generate(messages, max_new_tokens=8)[0]
     assert resp.usage.prompt_tokens > 3 and resp.usage.total_tokens == resp.usage.prompt_tokens + \
         resp.usage.completion_tokens
+    parts = server.client().chat.completions.create(  # content as text parts, newer max_completion_tokens
+        model=model, max_completion_tokens=8,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "refund "},
+                                               {"type": "text", "text": "order 3"}]}])
+    assert parts.choices[0].message.content == resp.choices[0].message.content
 
 
 def test_chat_sampling_with_a_seed_equals_the_run_alone(server: Server, alone: Any) -> None:

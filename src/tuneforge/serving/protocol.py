@@ -17,10 +17,19 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str
+    content: str | list[TextPart] = Field(description="Text, or a list of text parts (joined).")
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
 class SamplingFields(_Request):
@@ -41,6 +50,11 @@ class SamplingFields(_Request):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens (wins if both).")
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
 
 
 class CompletionRequest(SamplingFields):

@@ -121,7 +121,7 @@ def _finish_reason(result: ChatResult, params: GenerationParams) -> str:
 async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
     state, started = _state(request), time.perf_counter()
     params = _generative(state, req)
-    messages = [{"role": m.role, "content": m.content} for m in req.messages]
+    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     if req.stream:
         return await _stream(state, request, req.model, messages, params, "chat.completion.chunk", _chat_delta)
     result: ChatResult = await state.engine.submit(Job("chat", req.model, messages, params))
