@@ -206,9 +206,17 @@ def test_concurrent_greedy_requests_batch_and_answer_as_alone(server: Server, al
         return server.client().chat.completions.create(
             model=model, messages=[{"role": "user", "content": prompts[i]}], max_tokens=8).choices[0].message.content
 
+    def too_long() -> str:  # batched with the others, refused alone
+        with pytest.raises(openai.BadRequestError, match="at most 200"):
+            server.client().chat.completions.create(model="chat", max_tokens=8,
+                                                    messages=[{"role": "user", "content": "refund " * 300}])
+        return "refused"
+
     before = _batch_histogram(server)
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(9) as pool:
+        refused = pool.submit(too_long)
         got = list(pool.map(ask, range(len(prompts))))
+        assert refused.result() == "refused"
     for i, text in enumerate(got):
         assert text == alone(["chat", "chat-lora"][i % 2]).generate(
             [{"role": "user", "content": prompts[i]}], max_new_tokens=8)[0]

@@ -104,9 +104,8 @@ class ServingState:
         if self.settings.runs or now - self._last_scan < 1.0:
             return
         self._last_scan = now
-        for name, run in discover_runs(self.settings.workspace).items():
-            if name not in self.engine.runs:
-                self.engine.pool.add(run)
+        for run in discover_runs(self.settings.workspace, known=frozenset(self.engine.runs)).values():
+            self.engine.pool.add(run)
 
     def authenticate(self, request: Request) -> ApiKey:
         header = request.headers.get("authorization", "")

@@ -133,7 +133,10 @@ class Engine:
                     job.future.set_exception(exc)
             return
         for job, result in zip(group, results, strict=True):
-            job.future.set_result(result)
+            if isinstance(result, Exception):  # this request alone was refused; the rest of its batch ran
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
 
     def _execute(self, group: list[Job]) -> list[Any]:
         first = group[0]
@@ -156,18 +159,25 @@ class Engine:
         run = self.pool.acquire(model)
         return list(run.embed(texts)), run.tokenizer
 
-    def _chat(self, run: LoadedRun, group: list[Job]) -> list[ChatResult]:
+    def _chat(self, run: LoadedRun, group: list[Job]) -> list[ChatResult | Exception]:
         params: GenerationParams = group[0].params  # type: ignore[assignment]
-        prompt_tokens = [self._prompt_tokens(run, job.payload) for job in group]
-        if len(group) == 1:
-            replies = [run.generate(group[0].payload, max_new_tokens=params.max_new_tokens,
+        results: list[ChatResult | Exception] = []
+        for job in group:  # a prompt over the limit refuses that request only
+            try:
+                results.append(ChatResult([], self._prompt_tokens(run, job.payload), 0))
+            except RequestTooLarge as exc:
+                results.append(exc)
+        accepted = [(job, res) for job, res in zip(group, results, strict=True) if isinstance(res, ChatResult)]
+        if len(accepted) == 1:
+            replies = [run.generate(accepted[0][0].payload, max_new_tokens=params.max_new_tokens,
                                     temperature=params.temperature, top_p=params.top_p, n=params.n,
                                     seed=params.seed, stop=list(params.stop))]
-        else:
-            replies = [[r] for r in run.generate_batch([job.payload for job in group],
+        elif accepted:
+            replies = [[r] for r in run.generate_batch([job.payload for job, _ in accepted],
                                                        max_new_tokens=params.max_new_tokens, stop=list(params.stop))]
-        return [ChatResult(texts, used, sum(self._count(run, t) for t in texts))
-                for texts, used in zip(replies, prompt_tokens, strict=True)]
+        for (_job, res), texts in zip(accepted, replies if accepted else [], strict=True):
+            res.replies, res.completion_tokens = texts, sum(self._count(run, t) for t in texts)
+        return results
 
     def _stream(self, run: LoadedRun, job: Job) -> ChatResult:
         """Pieces go to the route as they come; stop strings are applied here, holding back a possible start."""
@@ -179,7 +189,8 @@ class Engine:
 
             torch.manual_seed(params.seed)
         hold = max((len(s) for s in params.stop), default=1) - 1
-        for piece in run.stream(job.payload, max_new_tokens=params.max_new_tokens, temperature=params.temperature):
+        pieces = run.stream(job.payload, max_new_tokens=params.max_new_tokens, temperature=params.temperature)
+        for piece in pieces:
             text += piece
             cut = min((text.index(s) for s in params.stop if s in text), default=None)
             visible = text if cut is None else text[:cut]
@@ -189,6 +200,8 @@ class Engine:
                 shown = safe
             if cut is not None:
                 break
+        for _ in pieces:  # run the generator out: its generate thread must end before the model is used again
+            pass
         if job.on_piece and shown < len(visible):
             job.on_piece(visible[shown:])
         return ChatResult([visible], used, self._count(run, visible))

@@ -26,8 +26,10 @@ DEFAULT_MODEL = "default"
 log = logging.getLogger("tuneforge.serve")
 
 
-def discover_runs(workspace: Path, wanted: list[str] | None = None) -> dict[str, LoadedRun]:
-    """Every finished run folder directly under `workspace` (or only `wanted`: names there, or paths)."""
+def discover_runs(workspace: Path, wanted: list[str] | None = None,
+                  known: frozenset[str] = frozenset()) -> dict[str, LoadedRun]:
+    """Every finished run folder directly under `workspace` (or only `wanted`: names there, or paths), leaving
+    out folders named in `known` (a rescan reads only new folders)."""
     if not workspace.is_dir():
         raise RunError(f"the workspace {workspace} does not exist",
                        fix="give the folder that holds your run folders: --workspace DIR")
@@ -37,6 +39,8 @@ def discover_runs(workspace: Path, wanted: list[str] | None = None) -> dict[str,
     else:
         runs = []
         for folder in sorted(workspace.iterdir()):
+            if folder.name in known:
+                continue
             if (folder / "metrics.json").is_file() and (folder / "model" / "tuneforge.json").is_file():
                 try:
                     runs.append(load_run(folder))
