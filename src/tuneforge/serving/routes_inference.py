@@ -15,7 +15,6 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tuneforge.registry.loaded_run import LoadedRun
-from tuneforge.serving.app import ApiError, ServingState
 from tuneforge.serving.engine import ChatResult, GenerationParams, Job
 from tuneforge.serving.model_pool import DEFAULT_MODEL
 from tuneforge.serving.protocol import (
@@ -40,6 +39,7 @@ from tuneforge.serving.protocol import (
     new_id,
 )
 from tuneforge.serving.request_log import RequestRecord
+from tuneforge.serving.state import ApiError, ServingState
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `tuneforge keys create`.")
 
