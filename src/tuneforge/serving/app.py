@@ -18,7 +18,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.serving.state import ApiError, ServeSettings, ServingState
+from tuneforge.serving.metrics import Metrics
+from tuneforge.serving.request_log import RequestLog, RequestRecord
+from tuneforge.serving.state import ApiError, RateLimiter, ServeSettings, ServingState, route_label
+
+__all__ = ["RateLimiter", "ServeSettings", "create_app"]
 
 log = logging.getLogger("tuneforge.serve")
 
