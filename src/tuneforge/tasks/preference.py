@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import Field
 
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
 from tuneforge.tasks.chat_templates import TemplateError, choose_template, render
+
+if TYPE_CHECKING:
+    pass
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
@@ -179,6 +182,8 @@ class Preference(Task):
               max_length: int) -> tuple[float, int]:
         """Sum and count of the answer tokens' log-probabilities given the prompt (the answer's end is kept when
         the whole is longer than max_length)."""
+        import torch
+
         prompt_ids = tokenizer(render(tokenizer, template, prompt, generation_prompt=True),
                                add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(render(tokenizer, template, [*prompt, {"role": "assistant", "content": answer}]),
@@ -193,7 +198,7 @@ class Preference(Task):
         picked = logp[torch.arange(len(ids) - 1, device=x.device), x[0, 1:]][start - 1:]
         return float(picked.sum()), max(int(picked.numel()), 1)
 
-    @torch.inference_mode()
+    @inference_mode
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], labels: list[str],
                  max_length: int, batch_size: int) -> EvalResult:
         _, template = self.chat_template(tokenizer)

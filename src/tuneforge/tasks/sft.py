@@ -9,16 +9,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.data.packing import PackedCollator, pack
 from tuneforge.evaluation.compare_types import Comparison
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
 from tuneforge.tasks.chat_templates import TemplateError, choose_template, render, tokenize_with_masks
+
+if TYPE_CHECKING:
+    import torch
 
 ROLES = ("system", "user", "assistant")
 
@@ -282,10 +285,12 @@ class SFT(Task):
                       "use_cache": False}
             yield inputs, batch["labels"].to(device)
 
-    @torch.inference_mode()
+    @inference_mode
     def answer_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], max_length: int,
                     batch_size: int) -> tuple[float, int]:
         """Mean negative log-likelihood per trained (answer) token, and the token count."""
+        import torch
+
         total, count = 0.0, 0
         for inputs, labels in self.answer_batches(model, tokenizer, examples, max_length, batch_size):
             logits = model(**inputs).logits.float()

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from tuneforge.errors import DataError
 from tuneforge.evaluation.compare_types import Comparison
 from tuneforge.evaluation.metrics import entity_metrics
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams, source_of
 
@@ -212,7 +212,7 @@ class TokenClassification(Task):
 
         return compute
 
-    @torch.inference_mode()
+    @inference_mode
     def tag(self, model: Any, tokenizer: Any, sentences: list[list[str]], labels: list[str], max_length: int,
             batch_size: int) -> list[list[str]]:
         """Word-level predicted tags (first sub-word); words cut off by truncation are tagged O."""
@@ -278,10 +278,18 @@ class TokenClassification(Task):
         return [per_class_f1_png(result.per_class, out_dir / "per_type_f1.png", "Entity F1 per type")]
 
 
-@torch.no_grad()
 def set_prior_bias(model: Any, head: HeadInfo, tag_seqs: list[list[str]]) -> float | None:
     """Bias of the head's output layer := log of add-one-smoothed tag frequencies (unseen tags stay finite).
     Returns the share of non-O tags, or None when the head has no bias to set."""
+    import torch
+
+    with torch.no_grad():
+        return _set_prior_bias(model, head, tag_seqs)
+
+
+def _set_prior_bias(model: Any, head: HeadInfo, tag_seqs: list[list[str]]) -> float | None:
+    import torch
+
     id2label = {int(i): t for i, t in model.config.id2label.items()}
     layer = getattr(model, head.head_modules[0], None) if head.head_modules else None
     bias = getattr(layer, "bias", None)
