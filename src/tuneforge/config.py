@@ -120,6 +120,9 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
+    sharding: Literal["ddp", "fsdp", "zero2", "zero3"] = Field(
+        "ddp", description="With --processes N: ddp (a full copy per process), fsdp (FSDP2 through accelerate) or "
+                           "DeepSpeed ZeRO-2/3 (needs the deepspeed package); fsdp and zero need CUDA GPUs.")
     fast_path: Literal["auto", "off", "require"] = Field(
         "auto", description="GPU fast path for packed causal-LM training (flash/flex attention, liger kernels, "
                             "compiled layers, memory-chosen checkpointing); auto falls back with a log line, "

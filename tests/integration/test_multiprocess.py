@@ -81,3 +81,22 @@ def test_two_process_run_resumes_in_one_process(tiny_bert: Path, tmp_path: Path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((runs / "r" / "metrics.json").read_text())
     assert "checkpoint-" in metrics["train"]["resumed_from"] and metrics["train"]["steps"] == 10
+
+
+def test_sharding_needs_gpus_and_maps_to_accelerate_arguments(tiny_bert: Path, tmp_path: Path, cli) -> None:
+    from conftest import assert_user_error
+    from tuneforge.errors import ConfigError
+    from tuneforge.training.distributed import Launch, sharding_arguments, torchrun_command
+
+    data = write_jsonl(tmp_path / "d.jsonl", make_intent_rows(5))
+    cfg = base_config(tiny_bert, data, tmp_path / "runs", training={"sharding": "fsdp"})
+    assert_user_error(cli("train", str(write_yaml(tmp_path / "f.yaml", cfg))), "training.sharding", "DDP only",
+                      fix="sharding: ddp")
+    assert sharding_arguments("ddp", False, False) == {}
+    assert sharding_arguments("fsdp", True, False)["fsdp_config"]["version"] == 2
+    assert sharding_arguments("zero3", True, True)["deepspeed"]["zero_optimization"]["stage"] == 3
+    with pytest.raises(ConfigError, match="deepspeed package"):
+        sharding_arguments("zero2", True, False)
+    cmd = torchrun_command(Launch(processes=4, nodes=2, node_rank=1, master_addr="10.0.0.5"), ["run.yaml"])
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nnodes=2" in cmd and "--node_rank=1" in cmd
+    assert "--master_addr=10.0.0.5" in cmd and cmd[-2:] == ["train", "run.yaml"]

@@ -85,6 +85,24 @@ def main_process_first() -> Iterator[None]:
         yield
 
 
+def sharding_arguments(sharding: str, cuda: bool, deepspeed_installed: bool) -> dict[str, Any]:
+    """TrainingArguments for the chosen sharding, passed on to accelerate (which never enables FSDP on CPU)."""
+    if sharding == "ddp":
+        return {}
+    if not cuda:
+        raise ConfigError(f"{sharding} shards parameters across GPUs; on CPU accelerate runs DDP only",
+                          key="training.sharding", fix="use sharding: ddp on CPU")
+    if sharding == "fsdp":
+        return {"fsdp": "full_shard auto_wrap", "fsdp_config": {"version": 2, "reshard_after_forward": True}}
+    if not deepspeed_installed:
+        raise ConfigError(f"{sharding} needs the deepspeed package", key="training.sharding",
+                          fix="pip install deepspeed (CUDA), or use sharding: fsdp")
+    stage = 2 if sharding == "zero2" else 3
+    return {"deepspeed": {"zero_optimization": {"stage": stage}, "bf16": {"enabled": "auto"},
+                          "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+                          "gradient_clipping": "auto"}}
+
+
 def read_prepared(run_dir: Path) -> Any:
     """The splits rank 0 prepared and wrote (other ranks never re-run the preparation)."""
     from tuneforge.data.prepare import PreparedData

@@ -225,6 +225,11 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
     if t.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("no CUDA GPU is available here", key="training.device", fix="use device: auto or cpu")
     bf16 = t.precision == "bf16" or (t.precision == "auto" and not use_cpu and torch.cuda.is_bf16_supported())
+    import importlib.util
+
+    from tuneforge.training.distributed import sharding_arguments
+
+    sharded = sharding_arguments(t.sharding, not use_cpu, importlib.util.find_spec("deepspeed") is not None)
     spec = spec or TrainerSpec()
     settings: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -267,7 +272,7 @@ def training_arguments(cfg: RunConfig, output_dir: Path, metric: str, n_train: i
         prediction_loss_only=loss_only,
     )
     # a task's own settings win (e.g. KTO's sampling)
-    return (spec.args_class or TrainingArguments)(**{**settings, **spec.args_extra})
+    return (spec.args_class or TrainingArguments)(**{**settings, **sharded, **spec.args_extra})
 
 
 def build_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, collator: Any,
