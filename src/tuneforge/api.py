@@ -141,6 +141,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     from tuneforge.registry.model_card import model_card
     from tuneforge.tasks import TASKS
     from tuneforge.training import fast_path
+    from tuneforge.training.refit import refit, snapshot_trainable
     from tuneforge.training.trainer import build_trainer
 
     cfg = _resolve(config, overrides)
@@ -209,6 +210,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                                            weights, loss_only=task.loss_only_eval,
                                            trainer_options=task.trainer_options(), spec=spec,
                                            extra_callbacks=callbacks)
+    # training.refit: the starting weights, to train again on train + validation (training/refit.py).
+    initial = snapshot_trainable(model) if cfg.training.refit else None
     write_json(run_dir / "run.json", {"status": "training", "started": time.time()})
     start = time.perf_counter()
     try:
@@ -222,6 +225,11 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                              f"{run_dir / 'checkpoints'}", fix="continue with `tuneforge train CONFIG --resume`")
     model = trainer.model
     history = [dict(h) for h in trainer.state.log_history]
+    refit_info = None
+    if initial is not None:  # training.refit: same steps again, from the start, on train + validation
+        refit_ds = task.encode(data.splits["train"] + data.splits["validation"], tokenizer, labels, max_len)
+        model, refit_info = refit(cfg, trainer, initial, refit_ds, collator, tokenizer, metric, run_dir, con, quiet,
+                                  class_weights=weights, trainer_options=task.trainer_options(), spec=spec)
     save_model(run_dir / "model", task, method, model, tokenizer, labels,
                "default" if cfg.model.path == "default" else model_path, max_len)
 
@@ -245,7 +253,8 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
                   "best_metric": trainer.state.best_metric, "metric": metric, "trainable_params": trainable,
                   "total_params": total,
                   "overfitting": overfit.events, "resumed_from": str(resume_from) if resume_from else None,
-                  "stopped_early": bool(trainer.state.global_step < trainer.state.max_steps), **task_facts}
+                  "stopped_early": bool(trainer.state.global_step < trainer.state.max_steps), "refit": refit_info,
+                  **task_facts}
     if "reference_loss" in test.metrics:
         before = train_info.get("reference_loss_before")
         after = test.metrics["reference_loss"]
