@@ -95,3 +95,20 @@ def test_chosen_steps_prefers_the_best_checkpoint() -> None:
     assert chosen_steps(State()) == 12
     State.best_global_step = None
     assert chosen_steps(State()) == 21
+
+
+def test_refit_with_lora_resets_the_adapter_and_trains_the_chosen_steps(tiny_bert: Path, tmp_path: Path) -> None:
+    """PEFT restores the best checkpoint through its own adapter loading; the refit must still start from the
+    initial adapter and train the chosen number of steps on train + validation."""
+    import tuneforge
+    from tuneforge.config import parse_config
+
+    data = write_jsonl(tmp_path / "intents.jsonl", make_intent_rows(20))
+    cfg = base_config(tiny_bert, data, tmp_path / "runs", name="lora-refit", method={"name": "lora", "r": 4},
+                      training={"epochs": 6, "eval_steps": 2, "learning_rate": 5e-3, "refit": True,
+                                "early_stopping": {"patience": 2}})
+    result = tuneforge.train(parse_config(cfg), quiet=True)
+    info, run = result.train_info, tmp_path / "runs" / "lora-refit"
+    n = sum(len((run / "data" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "validation"))
+    assert info["refit"]["steps"] == info["best_step"] and info["refit"]["examples"] == n
+    assert info["refit"]["examples_seen"] == _expected_seen(n, 16, info["best_step"])
