@@ -112,3 +112,10 @@ def test_refit_with_lora_resets_the_adapter_and_trains_the_chosen_steps(tiny_ber
     n = sum(len((run / "data" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "validation"))
     assert info["refit"]["steps"] == info["best_step"] and info["refit"]["examples"] == n
     assert info["refit"]["examples_seen"] == _expected_seen(n, 16, info["best_step"])
+
+
+def test_report_says_the_tested_model_is_the_refit(refit_run: Path) -> None:
+    info = json.loads((refit_run / "metrics.json").read_text())["train"]
+    report = (refit_run / "report.md").read_text()
+    assert f"for the chosen {info['refit']['steps']} steps" in report
+    assert f"({info['refit']['examples']:,} examples)" in report
