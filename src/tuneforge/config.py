@@ -128,6 +128,9 @@ class TrainingConfig(Strict):
                             "compiled layers, memory-chosen checkpointing); auto falls back with a log line, "
                             "require makes a fallback an error.")
     class_weights: bool = Field(False, description="Weight the loss by inverse class frequency (imbalance).")
+    refit: bool = Field(False, description="After early stopping has chosen the step count on validation, train "
+                                           "again from the start on train + validation for that many steps and "
+                                           "keep that model (training/refit.py).")
 
 
 class TrackingConfig(Strict):

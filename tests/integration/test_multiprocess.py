@@ -74,13 +74,20 @@ def test_two_process_run_resumes_in_one_process(tiny_bert: Path, tmp_path: Path)
     deadline = time.time() + 600
     while not target.is_dir() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # every process of the 2-process run, at once
+    import psutil
+
+    # every process of the 2-process run at once: torchrun's agent and its workers (in sessions of their own)
+    family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for member in family:
+        member.send_signal(signal.SIGKILL)
     proc.wait()
     assert target.is_dir() and not (runs / "r" / "metrics.json").exists()
+    last = max(int(p.name.split("-")[1]) for p in (runs / "r" / "checkpoints").glob("checkpoint-*"))
+    assert last < 10, "the killed run got to its end before the kill"
     resumed = _train(config, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((runs / "r" / "metrics.json").read_text())
-    assert "checkpoint-" in metrics["train"]["resumed_from"] and metrics["train"]["steps"] == 10
+    assert metrics["train"]["resumed_from"].endswith(f"checkpoint-{last}") and metrics["train"]["steps"] == 10
 
 
 def test_sharding_needs_gpus_and_maps_to_accelerate_arguments(tiny_bert: Path, tmp_path: Path, cli) -> None:
