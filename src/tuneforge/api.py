@@ -118,7 +118,7 @@ def prepare_data(config: RunConfig | str | Path, overrides: list[str] | None = N
     from tuneforge.tasks import TASKS
 
     cfg = _resolve(config, overrides)
-    tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model, cfg.output_dir), cfg.model.trust_remote_code)
     return _prepare(cfg, TASKS.get(cfg.task.name)(cfg.task), tokenizer)
 
 
@@ -151,7 +151,7 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
         torch.set_num_threads(cfg.training.threads)
     set_seed(cfg.training.seed)
 
-    model_path = resolve_model_path(cfg.model)
+    model_path = resolve_model_path(cfg.model, cfg.output_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
     task = TASKS.get(cfg.task.name)(cfg.task)
     method = METHODS.get(cfg.method.name)(cfg.method)

@@ -98,7 +98,7 @@ def preview(config: Path,
     if masks and not hasattr(task, "token_mask"):
         raise ConfigError(f"--masks applies to generative tasks; {task.name} trains on labels, not tokens",
                           key="task.name", fix="drop --masks")
-    tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model, cfg.output_dir), cfg.model.trust_remote_code)
     task.prepare_tokenizer(tokenizer)
     paths = [cfg.data.train] if isinstance(cfg.data.train, str) else list(cfg.data.train)
     examples = load_examples(paths[:1], cfg, task, {})[:n]

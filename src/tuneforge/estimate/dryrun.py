@@ -183,7 +183,7 @@ def _child(job_dir: Path) -> None:
     run_cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={
         "batch_size": batch, "gradient_accumulation_steps": 1, "max_steps": total, "eval_steps": None,
         "early_stopping": cfg.training.early_stopping.model_copy(update={"patience": None})})})
-    model_path = resolve_model_path(cfg.model)
+    model_path = resolve_model_path(cfg.model, cfg.output_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
     task = TASKS.get(cfg.task.name)(cfg.task)
     method = METHODS.get(cfg.method.name)(cfg.method)

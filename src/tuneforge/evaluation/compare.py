@@ -132,7 +132,7 @@ def compare(config: Any, *, runs: list[str] | None = None, overrides: list[str] 
         raise ConfigError(f"compare does not support task {cfg.task.name!r} yet", key="task.name",
                           fix=f"compare works for: {', '.join(comparers)}")
     build, metric, higher = comparers[cfg.task.name]
-    model_path = resolve_model_path(cfg.model)
+    model_path = resolve_model_path(cfg.model, cfg.output_dir)
     task = TASKS.get(cfg.task.name)(cfg.task)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
     task.prepare_tokenizer(tokenizer)
