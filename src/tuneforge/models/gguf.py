@@ -106,6 +106,8 @@ def _convert(gguf: Path, out: Path) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-tensor tqdm bar would flood the run's console and logs
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -114,6 +116,9 @@ def _convert(gguf: Path, out: Path) -> None:
         raise ModelError(f"cannot read the GGUF file {str(gguf)!r}: {first}",
                          fix="the file may be truncated or of an architecture transformers cannot read; "
                              "re-download or re-export it") from None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     _save_plain_copy(loaded, out)
     tokenizer.save_pretrained(str(out))
     conversions += 1
