@@ -61,3 +61,25 @@ def save(name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     return path
+
+
+# The generative benchmarks' models: (folder under ../shared, label in the tables). TinyStories-656K cannot follow an
+# instruction, so its exact match is 0; SmolLM2-135M-Instruct is a real chat model, read from its GGUF file.
+MODELS: dict[str, tuple[str, str]] = {
+    "tinystories": ("models/tinystories-656k", "TinyStories-656K"),
+    "smollm2": ("models/smollm2-135m-instruct", "SmolLM2-135M-Instruct (GGUF Q4_1)"),
+}
+
+
+def write_doc_section(doc: Path, key: str, text: str, title: str) -> None:
+    """Replace this model's section of a benchmark page (between its markers) and keep everything else, so a run
+    for one model does not erase another model's table or the notes written around it."""
+    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    block = f"{start}\n{text.strip()}\n{end}"
+    old = doc.read_text() if doc.is_file() else f"{title}\n"
+    if start in old and end in old:
+        head, rest = old.split(start, 1)
+        new = head + block + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(new)

@@ -34,7 +34,8 @@ def prepare_data(config: RunConfig | str | Path, overrides: list[str] | None = N
     from tuneforge.tasks import TASKS
 
     cfg = resolve_config(config, overrides)
-    tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model.trust_remote_code, cfg.model.revision)
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model, cfg.output_dir), cfg.model.trust_remote_code,
+                               cfg.model.revision)
     return _prepare(cfg, TASKS.get(cfg.task.name)(cfg.task), tokenizer)
 
 

@@ -22,7 +22,8 @@ class Strict(BaseModel):
 
 
 class ModelConfig(Strict):
-    path: str = Field("default", description="Local model folder, a hub id, or 'default' (bundled all-MiniLM-L6-v2).")
+    path: str = Field("default", description="Local model folder, a .gguf file (or a folder holding one), a hub id, "
+                                 "or 'default' (bundled all-MiniLM-L6-v2).")
     revision: str | None = Field(None, description="Hub revision (only with allow_hub).")
     allow_hub: bool = Field(False, description="Allow downloading from the Hugging Face hub. Off: nothing leaves.")
     trust_remote_code: bool = False

@@ -110,7 +110,7 @@ def preview(config: Path,
     if masks and not hasattr(task, "token_mask"):
         raise ConfigError(f"--masks applies to generative tasks; {task.name} trains on labels, not tokens",
                           key="task.name", fix="drop --masks")
-    tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model, cfg.output_dir), cfg.model.trust_remote_code)
     task.prepare_tokenizer(tokenizer)
     # The prepared training split, not the raw file: cleaning (whitespace, PII redaction, dedupe) and the
     # truncation filter change what trains, and a preview of the raw file would hide that.

@@ -191,7 +191,7 @@ def _model_dir(cfg: RunConfig) -> str:
     path = Path(cfg.model.path).expanduser()
     if (path / "config.json").is_file():
         return str(path.resolve())
-    return resolve_model_path(cfg.model)  # names the problem (missing folder, hub id without allow_hub)
+    return resolve_model_path(cfg.model, cfg.output_dir)  # names the problem (missing folder, hub id without allow_hub)
 
 
 def _check_compatible(cfg: RunConfig, task: Any, method: Any, f: ModelFacts | None = None) -> None:
@@ -307,7 +307,7 @@ def _dry_run(cfg: RunConfig, task: Any, data: DataFacts, f: ModelFacts, hw: Hard
                           fix="drop --dry-run (or --examples), or point model.path at a folder with weights")
     from tuneforge.models.loading import resolve_model_path
 
-    resolve_model_path(cfg.model)  # a folder without weights stops here with its own message
+    resolve_model_path(cfg.model, cfg.output_dir)  # a folder without weights stops here with its own message
     t = cfg.training
     rows = data.rows
     high = max(1, min(t.batch_size, analytic_largest or 1, rows))

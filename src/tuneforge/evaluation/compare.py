@@ -88,7 +88,7 @@ def compare(config: Any, *, runs: list[str] | None = None, overrides: list[str] 
         raise ConfigError(f"compare does not support task {cfg.task.name!r} yet", key="task.name",
                           fix=f"compare works for: {', '.join(comparable)}")
     build, metric, higher = how.entrants(), how.metric, how.higher_is_better
-    model_path = resolve_model_path(cfg.model)
+    model_path = resolve_model_path(cfg.model, cfg.output_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
     task.prepare_tokenizer(tokenizer)
     with con.status("preparing data (same cleaning and split as training)"):

