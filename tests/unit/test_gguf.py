@@ -148,7 +148,9 @@ def test_model_card_records_the_gguf(tiny_gguf: Path, tmp_path: Path) -> None:
 
     cfg = RunConfig.model_validate({"name": "g", "output_dir": str(tmp_path), "model": {"path": str(tiny_gguf)},
                                     "data": {"train": "x.jsonl"}, "task": {"name": "sft"}})
-    card = model_card(cfg, "transformers", {"loss": 1.0}, [], {}, 1, 2)
+    from tuneforge.tasks import TASKS
+
+    card = model_card(cfg, TASKS.get("sft")(cfg.task), "transformers", {"loss": 1.0}, [], {}, 1, 2)
     front = yaml.safe_load(card.split("---")[1])
     assert front["base_model_gguf"] == {"gguf_path": str(tiny_gguf.resolve()),
                                         "gguf_sha256": tf_gguf.file_sha256(tiny_gguf),
