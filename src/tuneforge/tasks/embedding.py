@@ -200,7 +200,13 @@ class Embedding(Task):
         from datasets import Dataset
 
         rows = self.training_rows(examples)
-        return Dataset.from_list(rows) if rows else Dataset.from_dict({"anchor": [], "positive": []})
+        if not rows:
+            from tuneforge.errors import DataError
+
+            raise DataError(f"no (anchor, positive) pair can be made from a split of {len(examples)} labelled texts: "
+                            "every label occurs in it once", fix="give more texts per label, or raise "
+                            "data.split.validation (each label needs two texts in a split)")
+        return Dataset.from_list(rows)
 
     def collator(self, tokenizer: Any) -> Any:
         return None  # sentence-transformers' own collator tokenises with the model
