@@ -135,9 +135,11 @@ def test_triplets_train_and_beat_the_base_model(tiny_bert: Path, tmp_path: Path)
 
 
 def test_labelled_texts_train_with_mined_hard_negatives(tiny_bert: Path, tmp_path: Path) -> None:
-    data = write_jsonl(tmp_path / "intents.jsonl", make_intent_rows(20))
-    metrics = train(embedding_config(tiny_bert, data, tmp_path / "runs", "labels",
-                                     {"data": "labels", "hard_negatives": True}, epochs=4))
+    data = write_jsonl(tmp_path / "intents.jsonl", make_intent_rows(30))
+    cfg = embedding_config(tiny_bert, data, tmp_path / "runs", "labels", {"data": "labels", "hard_negatives": True},
+                           epochs=4)
+    cfg["data"]["split"] = {"train": 0.6, "validation": 0.1, "test": 0.3}  # 27 test queries, not 9
+    metrics = train(cfg)
     tuned, base = metrics["test"], metrics["baselines"]["base_model"]
     assert tuned["ndcg_at_10"] > base["ndcg_at_10"] + 0.05, (tuned, base)
     mined = metrics["train"]["hard_negatives"]
