@@ -20,6 +20,7 @@ from tuneforge.training.spec import TrainerSpec
 STATE_FILE = "tuneforge_state.safetensors"
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG = "tuneforge_adapter.json"
+ADAPTER_MODULE = "tuneforge.tasks._embedding_training.AdapterTransformer"  # its name in modules.json
 
 
 class EmbeddingTrainer(SentenceTransformerTrainer):

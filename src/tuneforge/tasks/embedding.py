@@ -184,7 +184,8 @@ class Embedding(Task):
 
     def apply_method(self, method: Any, model: Any, head: HeadInfo) -> Any:
         # The method adapts the transformers encoder inside; pooling and normalisation have nothing to train.
-        model[0].auto_model = method.apply(model[0].auto_model, head)
+        # (`auto_model` is a read-only property over `model`; assigning it would only register a second module.)
+        model[0].model = method.apply(model[0].model, head)
         return model
 
     def before_training(self, model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], seed: int,
@@ -222,9 +223,16 @@ class Embedding(Task):
         save_sentence_transformer(model, method, out_dir)
 
     def load_trained(self, model_dir: Path, device: str) -> Any:
+        import json
+
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+        from tuneforge.tasks._embedding_training import ADAPTER_MODULE
+
+        # Adapter runs name tuneforge's own module class, which sentence-transformers imports only when trusted.
+        ours = ADAPTER_MODULE in {m["type"] for m in json.loads((model_dir / "modules.json").read_text())}
+        remote = ours or bool(json.loads((model_dir / "tuneforge.json").read_text()).get("trust_remote_code"))
+        return SentenceTransformer(str(model_dir), device=device, local_files_only=True, trust_remote_code=remote)
 
     # ---- scoring ------------------------------------------------------------------------------------------
     def metric_names(self) -> list[str]:
