@@ -163,3 +163,14 @@ def test_bad_records_exit_2_with_file_and_line(cli, tiny_bert: Path, tmp_path: P
                                                        "positive_column": "doc"})
     res = cli("train", cfg, "--quiet")
     assert_user_error(res, f"{data}:4", needle, fix=fix)
+
+
+def test_recommendation_example_reads_as_history_item_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tuneforge
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)  # the example's data path is relative to the repository root
+    data = tuneforge.prepare_data(root / "examples" / "recommendation" / "config.yaml")
+    assert len(data.splits["train"]) > 250 and len(data.splits["test"]) >= 30
+    example = data.splits["test"][0]
+    assert example["anchor"].startswith("Recently") and ":" in example["positive"]
