@@ -143,11 +143,17 @@ class LoadedRun:
 
     def embed(self, texts: list[str], batch_size: int = 64) -> Any:
         """L2-normalised sentence vectors from the run's encoder, pooled as it was trained (mean or [CLS])."""
+        from tuneforge.evaluation.embeddings import encoder_of, pooled_embeddings
+
         if self.generative:
             raise RunError(f"run {self.name} is a {self.task.name} run; embeddings come from encoder runs",
                            fix="use a classification, token-classification or embedding run, or the default model")
         loaded = self.loaded()
-        return self.task.embed(loaded.model, loaded.tokenizer, texts, self.max_length, batch_size)
+        own = self.task.embed(loaded.model, loaded.tokenizer, texts, self.max_length, batch_size)
+        if own is not None:  # e.g. a sentence-transformers model (embedding runs)
+            return own
+        encoder, mean = encoder_of(loaded.model)
+        return pooled_embeddings(encoder, loaded.tokenizer, texts, self.max_length, batch_size, mean=mean)
 
     def _template_choice(self) -> str:
         return getattr(self.task.params, "chat_template", "auto")

@@ -192,11 +192,9 @@ class Task(ABC):
         return columns.text, columns.text_pair
 
     def embed(self, model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int) -> Any:
-        """L2-normalised sentence vectors from the task model's encoder, pooled as it was trained (mean or [CLS])."""
-        from tuneforge.evaluation.embeddings import encoder_of, pooled_embeddings
-
-        encoder, mean = encoder_of(model)
-        return pooled_embeddings(encoder, tokenizer, texts, max_length, batch_size, mean=mean)
+        """L2-normalised sentence vectors when the task makes them its own way; None: the encoder inside the task
+        model, pooled as it was trained (LoadedRun.embed; not imported here, which would close an import circle)."""
+        return None
 
     def chat_template(self, tokenizer: Any) -> tuple[str, str]:
         """(name, template) the task renders conversations with; generative tasks only."""
