@@ -55,7 +55,9 @@ def test_loss_is_cached_mnrl_inside_matryoshka_when_asked(tiny_bert: Path) -> No
     loss = spec.init_extra["loss"](model)
     assert isinstance(loss, losses.MatryoshkaLoss) and tuple(loss.matryoshka_dims) == (32, 16, 8)
     assert isinstance(loss.loss, losses.CachedMultipleNegativesRankingLoss) and loss.loss.mini_batch_size == 4
-    assert str(spec.args_extra["batch_sampler"]) == "no_duplicates"
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    assert spec.args_extra["batch_sampler"] == BatchSamplers.NO_DUPLICATES
     plain = task().trainer_spec(None).init_extra["loss"](model)
     assert isinstance(plain, losses.MultipleNegativesRankingLoss)
 
