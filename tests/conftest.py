@@ -246,3 +246,19 @@ def make_config(tmp_path: Path, model: Path, train: Path | str, name: str = "run
     cfg = base_config(model, Path(train), tmp_path / "runs", **extra)
     cfg["training"] = {**cfg["training"], "epochs": 1, "max_steps": 2}
     return write_yaml(tmp_path / name, cfg)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 for this test session (skipped, with the reason, where there is none)."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()
+    reason = server.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

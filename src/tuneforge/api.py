@@ -44,17 +44,27 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     `callbacks` are extra transformers TrainerCallbacks (a sweep passes its pruning callback)."""
     from tuneforge.registry.run_folder import mark_failed, open_run_folder
     from tuneforge.registry.run_log import library_output_to
+    from tuneforge.training import distributed as dist
 
     cfg = resolve_config(config, overrides)
-    con = console_or_default(console)
-    resume_from = open_run_folder(cfg, resume)
+    main = dist.is_main()  # under torchrun rank 0 alone writes the run folder; the others train beside it
+    con = console_or_default(console) if main else console_or_default(_quiet_console())
+    resume_from = open_run_folder(cfg, resume) if main else None
     _seed_and_threads(cfg)
-    with library_output_to(cfg.run_dir / "logs" / "train.log"):
-        recipe, data = _prepare_stage(cfg, resume, con, quiet)
+    log = cfg.run_dir / "logs" / ("train.log" if main else f"train-rank{dist.rank()}.log")
+    with library_output_to(log):
+        with dist.main_process_first():
+            recipe, data = _prepare_stage(cfg, resume, con, quiet) if main else _prepared_by_rank0(cfg, resume)
+        if not main and resume:
+            from tuneforge.training.checkpoint import latest_checkpoint
+
+            resume_from = latest_checkpoint(cfg.run_dir / "checkpoints")
         try:
             built, facts = _build_stage(recipe, data, con)
-            fitted = fit(recipe, built, data, console=con, quiet=quiet, resume_from=resume_from,
+            fitted = fit(recipe, built, data, console=con, quiet=quiet or not main, resume_from=resume_from,
                          callbacks=callbacks)
+            if not main:  # evaluation and records are rank 0's
+                return RunResult(cfg.run_dir, {}, {}, [], fitted.facts(recipe.metric, built))
             result = evaluate_run(recipe, fitted.model, data, con)
             return _record_stage(recipe, data, built, fitted, result, facts, con)
         except RunInterrupted:
@@ -62,6 +72,19 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
         except BaseException as exc:  # a crash is recorded as such; checkpoints stay for --resume
             mark_failed(cfg.run_dir, exc)
             raise
+
+
+def _quiet_console() -> Any:
+    from rich.console import Console
+
+    return Console(quiet=True)
+
+
+def _prepared_by_rank0(cfg: RunConfig, resume: bool) -> tuple[Any, Any]:
+    """Another rank of a multi-process run: the same recipe, and the splits rank 0 wrote (never re-prepared)."""
+    from tuneforge.training.distributed import read_prepared
+
+    return builder.resolve(cfg), read_prepared(cfg.run_dir)
 
 
 def _seed_and_threads(cfg: RunConfig) -> None:
@@ -100,7 +123,11 @@ def _build_stage(recipe: Any, data: Any, con: Any) -> tuple[Any, dict[str, Any]]
     built = builder.build(recipe, data.labels, before_method=before_method)
     if task.supports_fast_path:
         con.print(built.fast.summary())
-    write_json(cfg.run_dir / "environment.json", {**environment(_device(cfg)), "base_model": recipe.base_lineage})
+    from tuneforge.training.distributed import is_main, world_size
+
+    if is_main():
+        write_json(cfg.run_dir / "environment.json", {**environment(_device(cfg)), "base_model": recipe.base_lineage,
+                                                      "processes": world_size()})
     con.print(f"method [bold]{recipe.method.name}[/bold]: {built.trainable:,} trainable of {built.total:,} "
               f"parameters ({100 * built.trainable / built.total:.2f}%)")
     return built, facts

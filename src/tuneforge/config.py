@@ -48,7 +48,8 @@ class CleanConfig(Strict):
     """Cleaning of the training data. Validation/test files you give are normalised but never filtered."""
 
     normalize_unicode: bool = Field(True, description="Unicode NFC normalisation.")
-    normalize_whitespace: bool = Field(True, description="Collapse runs of whitespace, strip ends.")
+    normalize_whitespace: bool = Field(True, description="Collapse runs of whitespace, strip ends (not in generative "
+                                       "tasks: they keep their text as given, \\r\\n -> \\n).")
     dedupe: Literal["none", "exact", "normalized"] = Field(
         "normalized", description="'exact' drops identical examples; 'normalized' also case/punctuation variants.")
     drop_conflicts: bool = Field(True, description="Drop texts that appear with different labels.")
@@ -119,11 +120,17 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
+    sharding: Literal["ddp", "fsdp", "zero2", "zero3"] = Field(
+        "ddp", description="With --processes N: ddp (a full copy per process), fsdp (FSDP2 through accelerate) or "
+                           "DeepSpeed ZeRO-2/3 (needs the deepspeed package); fsdp and zero need CUDA GPUs.")
     fast_path: Literal["auto", "off", "require"] = Field(
         "auto", description="GPU fast path for packed causal-LM training (flash/flex attention, liger kernels, "
                             "compiled layers, memory-chosen checkpointing); auto falls back with a log line, "
                             "require makes a fallback an error.")
     class_weights: bool = Field(False, description="Weight the loss by inverse class frequency (imbalance).")
+    refit: bool = Field(False, description="After early stopping has chosen the step count on validation, train "
+                                           "again from the start on train + validation for that many steps and "
+                                           "keep that model (training/refit.py).")
 
 
 class TrackingConfig(Strict):
@@ -213,6 +220,9 @@ MethodConfig = _plugin_union(METHODS)
 class RunConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run folder name.")
     output_dir: str = Field("runs", description="Workspace holding run folders and the MLflow store.")
+    plugins: list[str] = Field(default_factory=list, description="Your own task or method files, imported before "
+                               "the rest is read: module names or .py paths, each registering itself with "
+                               "@TASKS.register / @METHODS.register.")
     model: ModelConfig = ModelConfig()
     data: DataConfig
     task: TaskConfig  # type: ignore[valid-type]
@@ -239,14 +249,36 @@ class RunConfig(Strict):
 
 def parse_config(raw: Any, source: str | Path = "<config>") -> RunConfig:
     from tuneforge.config_errors import explain_validation_error
+    from tuneforge.plugins import import_plugins
 
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of keys (model, data, task, method, training, ...)",
                           file=source, fix="see `tuneforge config init`")
+    import_plugins(raw.get("plugins") or [], source)
+    model = config_model()
     try:
-        return RunConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise explain_validation_error(exc, raw, source, RunConfig) from None
+        raise explain_validation_error(exc, raw, source, model) from None
+
+
+_BUILT_IN = (tuple(TASKS.names()), tuple(METHODS.names()))
+_WITH_PLUGINS: dict[tuple[tuple[str, ...], tuple[str, ...]], type[RunConfig]] = {}
+
+
+def config_model() -> type[RunConfig]:
+    """RunConfig, or (once plug-ins registered more tasks or methods) a subclass whose task and method sections
+    accept them too: the unions are built from the registries as they are now."""
+    key = (tuple(TASKS.names()), tuple(METHODS.names()))
+    if key == _BUILT_IN:
+        return RunConfig
+    if key not in _WITH_PLUGINS:
+        from pydantic import create_model
+
+        _WITH_PLUGINS[key] = create_model(  # type: ignore[call-overload]
+            "RunConfig", __base__=RunConfig, task=(_plugin_union(TASKS), ...),
+            method=(_plugin_union(METHODS), Field(default_factory=lambda: METHODS.get("lora").Params(name="lora"))))
+    return _WITH_PLUGINS[key]
 
 
 def set_override(raw: dict[str, Any], assignment: str) -> None:
@@ -308,8 +340,9 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
     model = cfg.model.model_copy(update={"path": fix(cfg.model.path) if cfg.model.path != "default" else "default"})
     task = cfg.task.model_copy(update={f: fix(getattr(cfg.task, f)) for f in cfg.task.path_fields})
     compare = cfg.compare.model_copy(update={"runs": fix(cfg.compare.runs), "documents": fix(cfg.compare.documents)})
+    plugins = [fix(p) if p.endswith(".py") else p for p in cfg.plugins]
     return cfg.model_copy(update={"data": data, "model": model, "task": task, "compare": compare,
-                                  "output_dir": str(Path(cfg.output_dir).expanduser().resolve())})
+                                  "plugins": plugins, "output_dir": str(Path(cfg.output_dir).expanduser().resolve())})
 
 
 def dump_config(cfg: RunConfig) -> str:

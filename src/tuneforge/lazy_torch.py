@@ -25,15 +25,3 @@ def inference_mode(fn: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
-
-def no_grad(fn: F) -> F:
-    """`torch.no_grad()` around every call (for code that must still build autograd-free tensors usable later)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import torch
-
-        with torch.no_grad():
-            return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]

@@ -107,6 +107,10 @@ DATA_CASES = [
     pytest.param("ner.conll", lines("Alice\tB-PER", "flew\tO", "", "Bob\tB-PER", "Paris", "", ""), NER,
                  ["ner.conll:5", "expected a token and a tag", "'Paris'"], "TOKEN<TAB>TAG",
                  id="conll-line-without-tag"),
+    pytest.param("ner.conll", lines("Alice\tB-PER", "flew\tO", "", "Bob\tB-PER", "lives\tO", "in\tO",
+                                    "Paris\tLOC", ""), NER,
+                 ["ner.conll:7", "tag 'LOC' is not IOB"], "convert the tags to IOB",
+                 id="conll-bad-tag-names-its-own-line"),
     pytest.param("train.xyz", lines('{"text": "a", "label": "b"}'), {},
                  ["train.xyz", "cannot tell the format", "'.xyz'"], "set data.format",
                  id="unknown-file-extension"),
@@ -150,6 +154,19 @@ def test_data_inspect_bad_file(cli, tmp_path: Path, content: bytes, needles: lis
     data = tmp_path / "bad.jsonl"
     data.write_bytes(content)
     assert_user_error(cli("data", "inspect", data), *needles, fix=fix)
+
+
+def test_data_inspect_reads_conll_as_token_classification(cli, tmp_path: Path) -> None:
+    data = tmp_path / "x.conll"
+    data.write_bytes(lines("Alice\tB-PER", "flew\tO", "to\tO", "Paris\tB-LOC", "", "Bob\tB-PER", "left\tO"))
+    res = cli("data", "inspect", data)  # no --task: the format says what it is
+    assert res.code == 0, res.err
+    shown = " ".join(res.out.split())  # the console wraps long lines
+    assert "format conll, task token_classification, 2 records" in shown and "all records valid" in shown
+    data.write_bytes(lines("Alice\tB-PER", "flew\tO", "", "Bob\tB-PER", "left\tO", "Oslo\tB-PLACE",
+                           "today\tX-DATE"))
+    assert_user_error(cli("data", "inspect", data), "x.conll:7", "tag 'X-DATE' is not IOB",
+                      fix="convert the tags to IOB")
 
 
 # ---- config errors -----------------------------------------------------------------------------------------

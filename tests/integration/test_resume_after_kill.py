@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import base_config, make_intent_rows, write_jsonl, write_yaml
 
 
@@ -70,3 +72,47 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(tiny_bert: Path, tmp_path: Pat
     checkpoints = list((tmp_path / "runs" / "term" / "checkpoints").glob("checkpoint-*"))
     assert len(checkpoints) == 1  # saved at the step where the signal arrived, not at an eval boundary
     assert json.loads(run_json.read_text())["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_twenty_seeded_sigkills_end_bit_identical(tiny_bert: Path, tmp_path: Path) -> None:
+    """kill -9 at 20 seeded random moments (before training, mid-step, inside checkpoint writes), resuming each
+    time: the final weights equal an uninterrupted run's bit for bit."""
+    import random
+
+    from safetensors.torch import load_file
+
+    data = write_jsonl(tmp_path / "d.jsonl", make_intent_rows(40))
+    train = {"epochs": 3, "batch_size": 4, "eval_steps": 3, "learning_rate": 5e-4, "save_total_limit": 2,
+             "threads": 1}
+    runs = tmp_path / "runs"
+    killed_cfg = write_yaml(tmp_path / "killed.yaml", base_config(tiny_bert, data, runs, name="killed",
+                                                                  training=train))
+    straight_cfg = write_yaml(tmp_path / "straight.yaml", base_config(tiny_bert, data, runs, name="straight",
+                                                                      training=train))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    rng = random.Random(20)
+    saved = runs / "killed" / "config.yaml"  # once it exists, every restart is a --resume
+    kills = mid_training = 0
+    while kills < 20 and not (runs / "killed" / "metrics.json").exists():
+        proc = subprocess.Popen(_cmd(killed_cfg, *(["--resume"] if saved.exists() else [])), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            proc.wait(timeout=rng.uniform(3.0, 14.0))
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            mid_training += any((runs / "killed" / "checkpoints").glob("checkpoint-*"))
+            continue
+        assert proc.returncode == 0, (proc.stderr.read() if proc.stderr else "")[-2000:]
+    if not (runs / "killed" / "metrics.json").exists():
+        done = subprocess.run(_cmd(killed_cfg, *(["--resume"] if saved.exists() else [])), env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+    straight = subprocess.run(_cmd(straight_cfg), env=env, capture_output=True, text=True, timeout=900)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a = load_file(str(next((runs / "killed" / "model").glob("*.safetensors"))))
+    b = load_file(str(next((runs / "straight" / "model").glob("*.safetensors"))))
+    assert mid_training >= 5, f"only {mid_training} of {kills} kills landed after a checkpoint existed"
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)

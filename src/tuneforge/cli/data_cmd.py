@@ -18,36 +18,46 @@ console = Console()
 def inspect(file: Annotated[str, typer.Argument(help="Data file or datasets folder.")],
             fmt: Annotated[str, typer.Option("--format", help="auto | jsonl | csv | tsv | parquet | conll")] =
             "auto",
-            task: Annotated[str, typer.Option("--task", help="Validate as this task.")] = "classification",
+            task: Annotated[str, typer.Option("--task", help="Validate as this task (auto: token_classification "
+                                                             "for CoNLL files or tokens/tags records, else "
+                                                             "classification).")] = "auto",
             text: Annotated[str, typer.Option("--text-column")] = "text",
             label: Annotated[str, typer.Option("--label-column")] = "label",
             rows: Annotated[int, typer.Option("--rows", min=1, help="Example rows to show.")] = 5) -> None:
     """Show a file's format, columns, example rows, and validate it as a task (errors name file:line)."""
+    from itertools import chain
+
     from tuneforge.config import ColumnsConfig
-    from tuneforge.data.sources import detect_format, read_records
+    from tuneforge.data.sources import detect_format, infer_task, read_records
     from tuneforge.errors import DataError
     from tuneforge.tasks import TASKS, RecordError
 
+    # An unknown extension is CoNLL only when the task says so; with auto the extension must tell.
+    detected = detect_format(file, fmt, "" if task == "auto" else task)
+    records = read_records(file, detected, task)
+    first = next(records, None)
+    if first is None:
+        raise DataError("no records found", file=file, fix="the file is empty")
+    if task == "auto":
+        task = infer_task(detected, first[0])
     task_obj = TASKS.get(task)(TASKS.get(task).Params(name=task))
     columns = ColumnsConfig(text=text, label=label)
-    detected = detect_format(file, fmt, task)
     seen: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     samples = []
     count = 0
-    for raw, src, line in read_records(file, fmt, task):
+    for raw, src, line in chain([first], records):
         count += 1
         seen.update(raw.keys())
         try:
             example = task_obj.parse(raw, columns, None)
         except RecordError as err:
-            raise DataError(str(err), file=src, line=line, fix=err.fix) from None
+            raise DataError(str(err), file=src, line=err.line or line, fix=err.fix) from None
         labels.update(task_obj.labels_of(example))
         if len(samples) < rows:
             samples.append(example)
-    if count == 0:
-        raise DataError("no records found", file=file, fix="the file is empty")
-    console.print(f"[bold]{file}[/bold]: format {detected}, {count} records, columns: {', '.join(seen)}")
+    console.print(f"[bold]{file}[/bold]: format {detected}, task {task}, {count} records, "
+                  f"columns: {', '.join(seen)}")
     table = Table(show_header=True)
     for col in samples[0]:
         table.add_column(col, overflow="fold")
@@ -84,11 +94,13 @@ def preview(config: Path,
             masks: Annotated[bool, typer.Option("--masks", help="Highlight the tokens the loss trains on.")] = False,
             n: Annotated[int, typer.Option("--n", min=1, help="Examples to show.")] = 3,
             overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a key.")] = None) -> None:
-    """Show the first training examples as the model will see them (with --masks: trained tokens in green)."""
+    """Show the first training examples as the model will see them: read, cleaned and split exactly as training
+    prepares them (with --masks: trained tokens in green), then the data report's warnings."""
+    from rich.markup import escape
     from rich.text import Text
 
     from tuneforge.config import load_config
-    from tuneforge.data.prepare import load_examples
+    from tuneforge.data.prepare import prepare_data
     from tuneforge.errors import ConfigError
     from tuneforge.models.loading import load_tokenizer, resolve_model_path
     from tuneforge.tasks import TASKS
@@ -100,12 +112,14 @@ def preview(config: Path,
                           key="task.name", fix="drop --masks")
     tokenizer = load_tokenizer(resolve_model_path(cfg.model), cfg.model.trust_remote_code)
     task.prepare_tokenizer(tokenizer)
-    paths = [cfg.data.train] if isinstance(cfg.data.train, str) else list(cfg.data.train)
-    examples = load_examples(paths[:1], cfg, task, {})[:n]
-    for example in examples:
-        console.rule(example["_src"])
+    # The prepared training split, not the raw file: cleaning (whitespace, PII redaction, dedupe) and the
+    # truncation filter change what trains, and a preview of the raw file would hide that.
+    data = prepare_data(cfg, task, tokenizer)
+    # In file order (the split shuffles): the first examples of the file that went to the training split.
+    for example in sorted(data.splits["train"], key=_file_order)[:n]:
+        console.rule(example.get("_src", ""))
         if not masks:
-            console.print(task.text_of(example), highlight=False)
+            console.print(task.text_of(example), highlight=False, markup=False)
             continue
         text = Text()
         pieces = task.token_mask(example, tokenizer, cfg.data.max_length)
@@ -114,3 +128,12 @@ def preview(config: Path,
         console.print(text)
         trained = sum(1 for _, t in pieces if t)
         console.print(f"[dim]{trained} of {len(pieces)} tokens trained[/dim]")
+    for warning in data.report.get("warnings", []):
+        console.print(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False)
+
+
+def _file_order(example: dict) -> tuple[str, int]:
+    from tuneforge.tasks.base import source_of
+
+    file, line = source_of(example)
+    return file or "", line or 0

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tuneforge.cli import compare_cmd, config_cmd, data_cmd, generate_cmd, plan_cmd, runs_cmd, sweep_cmd
+from tuneforge.cli import compare_cmd, config_cmd, data_cmd, generate_cmd, plan_cmd, runs_cmd, serve_cmd, sweep_cmd
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(name="tuneforge", help="Fine-tune, evaluate and version models privately, on your hardware.",
@@ -22,6 +22,8 @@ app.command()(generate_cmd.chat)
 app.command()(compare_cmd.compare)
 app.command()(plan_cmd.plan)
 app.command()(sweep_cmd.sweep)
+app.command()(serve_cmd.serve)
+app.add_typer(serve_cmd.keys_app, name="keys")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -33,13 +35,27 @@ def train(config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
           resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
           overrides: Overrides = None,
           skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Drop invalid records.")] = False,
-          quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or data tables.")] = False) -> None:
+          quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or data tables.")] = False,
+          processes: Annotated[int, typer.Option("--processes", min=1, help="Training processes on this machine "
+                                                 "(DDP through torchrun/accelerate).")] = 1,
+          nodes: Annotated[int, typer.Option("--nodes", min=1, help="Machines taking part.")] = 1,
+          node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This machine's index.")] = 0,
+          master_addr: Annotated[str, typer.Option("--master-addr", help="Address of node 0.")] = "127.0.0.1",
+          master_port: Annotated[int, typer.Option("--master-port", help="Port on node 0.")] = 29500) -> None:
     """Prepare the data, fine-tune, evaluate against the base model and record the run."""
-    from tuneforge.api import train as run_train
+    from tuneforge.training import distributed as dist
 
     sets = list(overrides or []) + (["data.skip_invalid=true"] if skip_invalid else [])
+    launch = dist.Launch(processes, nodes, node_rank, master_addr, master_port)
+    if launch.distributed and not dist.launched():
+        args = [str(config), *(["--resume"] if resume else []), *(["--quiet"] if quiet else []),
+                *[part for s in sets for part in ("--set", s)]]
+        raise typer.Exit(dist.relaunch(launch, args))
+    from tuneforge.api import train as run_train
+
     result = run_train(config, resume=resume, overrides=sets, console=console, quiet=quiet)
-    console.print(f"[green]done[/green]: run folder {result.run_dir}")
+    if dist.is_main():
+        console.print(f"[green]done[/green]: run folder {result.run_dir}")
 
 
 @app.command()

@@ -25,6 +25,24 @@ def normalize_text(text: str, unicode_nfc: bool = True, whitespace: bool = True)
     return text
 
 
+def normalize_line_endings(text: str) -> str:
+    """Windows (\r\n) and old Mac (\r) line endings become \n; every other character is kept as given."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def text_normaliser(task: Task, cfg: CleanConfig) -> Callable[[str], str]:
+    """The normalisation applied to every text field: a task that trains on its text keeps its whitespace."""
+    if task.preserves_whitespace:
+        return lambda t: normalize_line_endings(normalize_text(t, cfg.normalize_unicode, whitespace=False))
+    return lambda t: normalize_text(t, cfg.normalize_unicode, cfg.normalize_whitespace)
+
+
+def _exact_key(task: Task, example: Example) -> tuple[str, str]:
+    text = task.text_of(example)
+    # Texts kept as given still count as the same when only their spacing differs (as they did before).
+    return (_SPACES.sub(" ", text).strip() if task.preserves_whitespace else text), task.conflict_key(example)
+
+
 def dedupe_key(text: str) -> str:
     """Key under which texts count as the same: case, accents' composition, punctuation and spacing ignored."""
     text = unicodedata.normalize("NFKC", text).casefold()
@@ -35,8 +53,8 @@ def clean_examples(examples: list[Example], task: Task, cfg: CleanConfig,
                    token_lengths: Callable[[list[Example]], list[int]] | None) -> tuple[list[Example], dict[str, Any]]:
     """Run the cleaning steps in order; returns kept examples and a report of what each step removed."""
     steps: dict[str, Any] = {"input": len(examples)}
-    out = [task.set_text(ex, lambda t: normalize_text(t, cfg.normalize_unicode, cfg.normalize_whitespace))
-           for ex in examples]
+    normalise = text_normaliser(task, cfg)
+    out = [task.set_text(ex, normalise) for ex in examples]
     if cfg.redact_pii:
         pii: Counter[str] = Counter()
         out = [task.set_text(ex, lambda t: redact(t, pii)) for ex in out]
@@ -50,7 +68,7 @@ def clean_examples(examples: list[Example], task: Task, cfg: CleanConfig,
         seen: set[tuple[str, str]] = set()
         kept = []
         for ex in out:
-            key = (task.text_of(ex), task.conflict_key(ex))
+            key = _exact_key(task, ex)
             if key not in seen:
                 seen.add(key)
                 kept.append(ex)

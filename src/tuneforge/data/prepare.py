@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.config import RunConfig
 from tuneforge.data.clean import clean_examples
+from tuneforge.data.coverage import coverage_warnings, tokenizer_coverage
 from tuneforge.data.report import build_report
 from tuneforge.data.sources import read_records
 from tuneforge.data.split import find_leakage, remove_leakage, stratified_split
@@ -39,7 +42,7 @@ def load_examples(paths: list[str], cfg: RunConfig, task: Task, stats: dict[str,
             try:
                 example = task.parse(raw, data.columns, data.labels)
             except RecordError as err:
-                invalid.append((file, line, err))
+                invalid.append((file, err.line or line, err))
                 if not data.skip_invalid and len(invalid) > 50:
                     break  # enough to report; no need to read a huge broken file to the end
                 continue
@@ -55,6 +58,46 @@ def load_examples(paths: list[str], cfg: RunConfig, task: Task, stats: dict[str,
     return examples
 
 
+def _drop_untrainable(examples: list[Example], remove: bool, task: Task, tokenizer: Any, max_length: int,
+                      steps: dict[str, Any]) -> tuple[list[Example], list[str]]:
+    """Count (by reason) the examples that would train on nothing at max_length and remove them from the training
+    data (user-given validation/test files are counted, as `<reason>_kept`, but kept, like every other filter).
+    Returns the examples and a warning for each reason that removed more than 1% of them."""
+    reasons = task.untrainable(examples, tokenizer, max_length)
+    counts = Counter(r for r in reasons if r is not None)
+    for reason, n in counts.items():
+        steps[reason if remove else f"{reason}_kept"] = n
+    if not remove or not counts:
+        return examples, []
+    warnings = [f"{n} of {len(examples)} training examples ({n / len(examples):.1%}) removed: "
+                f"{reason.replace('_', ' ')} at data.max_length={max_length}; raise data.max_length or shorten "
+                "the prompts" for reason, n in counts.items() if n / len(examples) > 0.01]
+    kept = [ex for ex, r in zip(examples, reasons, strict=True) if r is None]
+    steps.pop("output", None)
+    steps["output"] = len(kept)  # re-added so that it stays the last step
+    return kept, warnings
+
+
+def _clean_all(raw: dict[str, list[Example]], cfg: RunConfig, task: Task, tokenizer: Any,
+               lengths_of: Callable[[list[Example]], list[int]]) -> tuple[dict[str, Any], list[str]]:
+    """Clean every split in place (`raw`); returns the cleaning steps per split and the warnings they raise."""
+    data = cfg.data
+    cleaning: dict[str, Any] = {}
+    warnings: list[str] = []
+    # User-given validation/test files are normalised (and redacted) but never filtered: they are the user's
+    # yardstick, and dropping rows would make scores incomparable with anything else measured on them.
+    keep_all = data.clean.model_copy(update={"dedupe": "none", "drop_conflicts": False, "min_tokens": 0,
+                                             "max_tokens": None})
+    for name in list(raw):
+        if raw[name]:
+            rules = data.clean if name == "train" else keep_all
+            raw[name], cleaning[name] = clean_examples(raw[name], task, rules, lengths_of)
+            raw[name], dropped = _drop_untrainable(raw[name], name == "train", task, tokenizer, data.max_length,
+                                                   cleaning[name])
+            warnings += dropped
+    return cleaning, warnings
+
+
 def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
     data = cfg.data
     sources: dict[str, Any] = {}
@@ -64,15 +107,7 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
     def lengths_of(examples: list[Example]) -> list[int]:
         return task.token_lengths(examples, tokenizer)
 
-    cleaning: dict[str, Any] = {}
-    # User-given validation/test files are normalised (and redacted) but never filtered: they are the user's
-    # yardstick, and dropping rows would make scores incomparable with anything else measured on them.
-    keep_all = data.clean.model_copy(update={"dedupe": "none", "drop_conflicts": False, "min_tokens": 0,
-                                             "max_tokens": None})
-    for name in list(raw):
-        if raw[name]:
-            rules = data.clean if name == "train" else keep_all
-            raw[name], cleaning[name] = clean_examples(raw[name], task, rules, lengths_of)
+    cleaning, warnings = _clean_all(raw, cfg, task, tokenizer, lengths_of)
     if not raw["train"]:
         raise DataError("no training examples left after cleaning", file=_paths(data.train)[0],
                         fix="check the data.clean settings (length filters, dedupe) or the data itself")
@@ -106,12 +141,15 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
                         file=_paths(data.train)[0], fix="use different files for train and test, or set "
                         "data.clean.remove_leakage: false to keep the overlap (and inflate the scores)")
     labels = list(data.labels) if data.labels else task.label_list(splits)
-    if len(labels) < 2 and task.name == "classification":
+    if len(labels) < task.min_labels:
         raise DataError(f"only one label ({labels[0] if labels else 'none'}) in the data", file=_paths(data.train)[0],
-                        fix="classification needs at least two labels; check data.columns.label")
+                        fix=f"{task.name} needs at least {task.min_labels} labels; check data.columns.label")
     lengths = {name: lengths_of(exs) for name, exs in splits.items()}
+    coverage = tokenizer_coverage(splits["train"], task, tokenizer, seed=split_seed)
+    warnings += coverage_warnings(coverage)
     report = build_report(splits, task, lengths, data.max_length, sources=sources, cleaning=cleaning,
-                          leakage=leakage, split_seed=split_seed, labels=labels)
+                          leakage=leakage, split_seed=split_seed, labels=labels, tokenizer_coverage=coverage,
+                          warnings=warnings)
     unseen = sorted(set(labels) - set(report["label_distribution"]["train"]))
     if unseen:
         report["labels_missing_from_train"] = unseen

@@ -56,6 +56,7 @@ def build_report(splits: dict[str, list[Example]], task: Task, lengths: dict[str
 
 
 def render_report(report: dict[str, Any], console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     steps = Table(title="Data preparation", show_header=True)
@@ -83,3 +84,9 @@ def render_report(report: dict[str, Any], console: Any) -> None:
     dist = report["label_distribution"]["train"]
     top = ", ".join(f"{k}={v}" for k, v in list(dist.items())[:6])
     console.print(f"labels: {len(dist)} in train (imbalance ratio {report['imbalance_ratio']}); top: {top}")
+    coverage = report.get("tokenizer_coverage")
+    if coverage and coverage["examples_affected"]:
+        for line in coverage["examples"]:
+            console.print(f"  tokenizer loses characters: {line}", highlight=False, markup=False)
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning: {escape(warning)}[/yellow]", highlight=False)

@@ -21,6 +21,16 @@ _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "
                ".annotated": "conll"}
 
 
+def _default_format(task_name: str) -> str | None:
+    """The format a task's files have when their extension says nothing (Task.default_format)."""
+    from tuneforge.tasks import TASKS
+
+    try:
+        return TASKS.get(task_name).default_format
+    except Exception:  # not a registered task name (e.g. `data inspect` guessing): no default
+        return None
+
+
 def detect_format(path: str, declared: str, task_name: str) -> str:
     if declared != "auto":
         return declared
@@ -32,8 +42,8 @@ def detect_format(path: str, declared: str, task_name: str) -> str:
     suffixes = [x.lower() for x in p.suffixes]
     suffix = suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else p.suffix.lower()  # x.jsonl.gz
     fmt = _EXTENSIONS.get(suffix)
-    if fmt is None and task_name == "token_classification":
-        return "conll"  # CoNLL files often have no or odd extensions (e.g. wnut17train.conll, .txt)
+    if fmt is None:  # CoNLL files often have no or odd extensions (e.g. wnut17train.conll, .txt)
+        fmt = _default_format(task_name)
     if fmt is None:
         raise DataError(f"cannot tell the format from the extension {p.suffix!r}", file=path,
                         fix="set data.format to one of jsonl, json, csv, tsv, parquet, hf_dir, conll")
@@ -186,25 +196,49 @@ def _read_hub(name: str, allow_hub: bool) -> Iterator[Record]:
     yield from _iter_dataset(data, f"hub:{spec}[{split or 'train'}]")
 
 
+class ConllRecord(dict):
+    """A CoNLL sentence ({"tokens", "tags"}) that also knows each token's line, so that a bad tag can name its own
+    line rather than the sentence's first (kept as an attribute: it is not a column of the data)."""
+
+    def __init__(self, tokens: list[str], tags: list[str], token_lines: list[int]) -> None:
+        super().__init__(tokens=tokens, tags=tags)
+        self.token_lines = token_lines
+
+
 def _read_conll(path: str) -> Iterator[Record]:
     """CoNLL-style: one token per line, first column the token, last column the tag; blank line between sentences."""
     tokens: list[str] = []
     tags: list[str] = []
-    start = 0
+    numbers: list[int] = []
     for number, text in _lines(path):
         line = text.rstrip("\r\n")
         if not line.strip() or line.startswith("-DOCSTART-"):
             if tokens:
-                yield {"tokens": tokens, "tags": tags}, path, start
-            tokens, tags = [], []
+                yield ConllRecord(tokens, tags, numbers), path, numbers[0]
+            tokens, tags, numbers = [], [], []
             continue
         cells = line.split("\t") if "\t" in line else line.split()
         if len(cells) < 2:
             raise DataError(f"expected a token and a tag, got {line.strip()!r}", file=path, line=number,
                             fix="each line must be 'TOKEN<TAB>TAG' (blank line between sentences)")
-        if not tokens:
-            start = number
         tokens.append(cells[0])
         tags.append(cells[-1])
+        numbers.append(number)
     if tokens:
-        yield {"tokens": tokens, "tags": tags}, path, start
+        yield ConllRecord(tokens, tags, numbers), path, numbers[0]
+
+
+def infer_task(fmt: str, record: dict[str, Any] | None) -> str:
+    """The task a file is most likely meant for, when none is given (by the default column names): CoNLL files and
+    records holding token and tag lists are token classification, chosen/rejected pairs preference data, chats and
+    prompt/completion or instruction/output records sft; anything else is read as classification."""
+    if fmt == "conll":
+        return "token_classification"
+    record = record or {}
+    if isinstance(record.get("tokens"), list) and isinstance(record.get("tags"), list):
+        return "token_classification"
+    if "chosen" in record and "rejected" in record:
+        return "preference"
+    if "messages" in record or {"prompt", "completion"} <= set(record) or {"instruction", "output"} <= set(record):
+        return "sft"
+    return "classification"

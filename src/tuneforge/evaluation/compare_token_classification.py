@@ -40,7 +40,7 @@ def token_classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[
     from tuneforge.evaluation.embeddings import load_encoder, sentence_embeddings, word_embeddings
     from tuneforge.evaluation.retrieval import VectorIndex, knn_vote
     from tuneforge.models.loading import load_tokenizer
-    from tuneforge.tasks.token_classification import _repair, tag_names
+    from tuneforge.tasks.token_classification import _repair, tag_ids, tag_names
 
     cfg, splits, cmp = inp.cfg, inp.data.splits, inp.cfg.compare
     tags = tag_names(inp.data.labels)
@@ -56,7 +56,7 @@ def token_classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[
         words = {n: [_normalise(w) for w in word_embeddings(encoder, tokenizer, sentences[n], max_len)]
                  for n in splits}
         train_vecs = np.concatenate(words["train"])
-        train_y = np.concatenate([[tag_id.get(t, 0) for t in e["tags"]] for e in splits["train"]])
+        train_y = np.concatenate([tag_ids(e, tag_id) for e in splits["train"]])
         index = VectorIndex.build(train_vecs, [{"tag": tags[int(y)]} for y in train_y], seed=cfg.training.seed)
         index_dir = index.save(inp.out_dir / "index")
         sent_vecs = {n: sentence_embeddings(encoder, tokenizer, [" ".join(s) for s in sentences[n]], max_len)
@@ -102,7 +102,7 @@ def token_classification_entrants(inp: CompareInputs) -> tuple[np.ndarray, list[
                             folder_bytes(index_dir)))
     with PeakMemory() as mem:
         start = time.perf_counter()
-        val_y = np.concatenate([[tag_id.get(t, 0) for t in e["tags"]] for e in splits["validation"]]) \
+        val_y = np.concatenate([tag_ids(e, tag_id) for e in splits["validation"]]) \
             if splits["validation"] else np.zeros(0, dtype=int)
         val_x = np.concatenate(words["validation"]) if splits["validation"] else train_vecs[:0]
         clf = fit_linear_probe(train_vecs, train_y, val_x, val_y, seed=cfg.training.seed)

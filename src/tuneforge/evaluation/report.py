@@ -109,6 +109,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _refit_lines(refit: dict[str, Any] | None) -> list[str]:
+    """training.refit: the tested model is not the best checkpoint but a second run; say so next to it."""
+    if not refit:
+        return []
+    return ["", f"Refit (`training.refit`): retrained from the starting weights on train + validation "
+                f"({refit['examples']:,} examples) for the chosen {refit['steps']} steps in {refit['seconds']:.0f} s; "
+                f"the test rows below are that model's."]
+
+
 def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str, secondary: str,
                  test: EvalResult, baselines: dict[str, EvalResult], train_info: dict[str, Any],
                  data_report: dict[str, Any], plots: list[Path]) -> Path:
@@ -120,7 +129,7 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
              f"({100 * train_info['trainable_params'] / train_info['total_params']:.2f}%) for "
              f"{train_info['steps']} steps in {train_info['train_seconds']:.0f} s; best checkpoint at step "
              f"{train_info.get('best_step')} (validation {train_info.get('metric', primary)} "
-             f"{_fmt(train_info.get('best_metric'))}).", "",
+             f"{_fmt(train_info.get('best_metric'))}).", *_refit_lines(train_info.get("refit")), "",
              "## Test set", "", f"| model | {primary} | {secondary} | vs best baseline |", "|---|---:|---:|---:|"]
     lines += [f"| {_cell(r['model'])} | {score_cell(r)} | {r.get(secondary, float('nan')):.4f} | "
               f"{r.get('delta', '')} |" for r in rows]
@@ -156,7 +165,10 @@ def write_report(path: Path, cfg: Any, rows: list[dict[str, Any]], primary: str,
     rows_count = data_report["rows"]
     lines += ["", "## Data", "", f"train {rows_count['train']} / validation {rows_count['validation']} / "
               f"test {rows_count['test']} after cleaning; imbalance ratio {data_report.get('imbalance_ratio')}; "
-              f"leakage {data_report.get('leakage')}. Full report: `data/report.json`.", "", "## Figures", ""]
+              f"leakage {data_report.get('leakage')}. Full report: `data/report.json`."]
+    if data_report.get("warnings"):  # the console hides them in quiet mode; the report keeps them
+        lines += ["", *(f"- **Warning:** {w}" for w in data_report["warnings"])]
+    lines += ["", "## Figures", ""]
     lines += [f"![{p.stem}]({p.relative_to(path.parent).as_posix()})" for p in plots]
     return write_text(path, "\n".join(lines) + "\n")
 

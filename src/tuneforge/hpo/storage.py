@@ -51,6 +51,17 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
 
+def with_driver(url: str) -> str:
+    """`postgresql://` means psycopg2 to SQLAlchemy; tuneforge's `postgres` extra installs psycopg 3, so a plain URL
+    gets that driver when psycopg2 is absent (an explicit `postgresql+driver://` is left alone)."""
+    import importlib.util
+
+    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg2") is None \
+            and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
 def open_storage(url: str) -> RDBStorage:
     """An RDBStorage with heartbeats (crashed workers' trials are detected) and, for SQLite, a long busy timeout:
     SQLite allows one writer at a time, and K workers writing intermediate values would otherwise see
@@ -64,11 +75,11 @@ def open_storage(url: str) -> RDBStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+            return RDBStorage(with_driver(url), engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
                               grace_period=GRACE_S)
     except ImportError as exc:
         raise ConfigError(f"no database driver for {redact(url)} ({exc.__cause__ or exc})", key="sweep.storage",
-                          fix="for PostgreSQL: pip install psycopg2-binary") from None
+                          fix="for PostgreSQL: pip install 'tuneforge[postgres]' (psycopg 3)") from None
     except Exception as exc:  # sqlalchemy: malformed URL, server unreachable, wrong password
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"cannot open the study storage {redact(url)}: {first}", key="sweep.storage",

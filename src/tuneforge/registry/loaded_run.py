@@ -63,8 +63,9 @@ class LoadedRun:
 
     @property
     def is_adapter(self) -> bool:
-        """True when the run saved only what its method trained (adapters over an unchanged base)."""
-        return bool(self.method.partial)
+        """True when the run saved only what its method trained (adapters over an unchanged base); embedding runs
+        save the whole model (LoRA merged), whatever the method."""
+        return bool(self.method.partial) and not self.task.saves_whole_model
 
     @property
     def model_dir(self) -> Path:
@@ -112,6 +113,35 @@ class LoadedRun:
         """Free the model (the next use loads it again)."""
         self._loaded = None
 
+    # ---- sharing one base between adapter runs (serving) ---------------------------------------------------
+    def load_tokenizer(self) -> Any:
+        """The run's saved tokenizer, without loading the model."""
+        from tuneforge.models.loading import load_tokenizer
+
+        return load_tokenizer(str(self.model_dir), self.trust_remote_code)
+
+    def build_base(self, device: str = "cpu") -> Any:
+        """The unchanged base model this run's adapters go on (with the task's head), as `load_model` builds it."""
+        tokenizer = self.load_tokenizer()
+        same_base = {"trust_remote_code": self.trust_remote_code,
+                     **({"revision": self.base_revision} if self.base_revision else {})}
+        import torch
+
+        # As load_model: quantised bases (qlora) need a GPU; on CPU the adapters run on the full-precision base.
+        extra = self.method.load_kwargs() if torch.cuda.is_available() else {}
+        base = self.task.build_model(self.base_model_path, self.labels, pad_token_id=tokenizer.pad_token_id,
+                                     **same_base, **extra)
+        return base.to(device).eval()
+
+    def share(self, model: Any, tokenizer: Any | None = None) -> None:
+        """Use `model` (e.g. one PEFT model holding several runs' adapters) instead of loading this run's own.
+
+        The caller makes this run's adapter the active one before each use; `release()` drops the reference."""
+        from tuneforge.registry.artifacts import LoadedModel
+
+        self._loaded = LoadedModel(self.task, self.method, model, tokenizer or self.load_tokenizer(), self.labels,
+                                   self.max_length, self.meta)
+
     def chat_template(self) -> tuple[str, str]:
         """(name, template) the run trained with; generative runs only."""
         self._require_generative("chat templates")
@@ -131,6 +161,16 @@ class LoadedRun:
         loaded = self.loaded()
         settings = GenerationSettings(max_new_tokens, temperature, top_p, n, seed, tuple(stop or ()))
         return generate_replies(loaded.model, loaded.tokenizer, messages, self._template_choice(), settings)
+
+    def generate_batch(self, conversations: list[list[dict[str, str]]], *, max_new_tokens: int = 256,
+                       stop: list[str] | None = None) -> list[str]:
+        """One greedy reply per conversation, generated together (left padding); same text as `generate` alone."""
+        from tuneforge.tasks._generation import generate_replies_batch
+
+        self._require_generative("generation")
+        loaded = self.loaded()
+        return generate_replies_batch(loaded.model, loaded.tokenizer, conversations, self._template_choice(),
+                                      max_new_tokens, tuple(stop or ()))
 
     def stream(self, messages: list[dict[str, str]], *, max_new_tokens: int = 256,
                temperature: float = 0.0) -> Iterator[str]:

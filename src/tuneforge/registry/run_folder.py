@@ -64,13 +64,19 @@ def write_prepared(cfg: RunConfig, data: Any, resumed: bool) -> None:
 
 
 def set_status(run_dir: Path, status: str, **facts: Any) -> None:
-    """run.json: training | interrupted | failed | finished (what `runs list` shows)."""
+    """run.json: training | interrupted | failed | finished (what `runs list` shows); rank 0 alone writes it."""
+    from tuneforge.training.distributed import is_main
+
+    if not is_main():
+        return
     write_json(run_dir / "run.json", {"status": status, "time": time.time(), **facts})
 
 
 def mark_failed(run_dir: Path, exc: BaseException) -> None:
     """A crash leaves a record saying so (the checkpoints stay for --resume)."""
-    if run_dir.is_dir():
+    from tuneforge.training.distributed import is_main
+
+    if run_dir.is_dir() and is_main():
         last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
         where = f"{last[0].filename}:{last[0].lineno}" if last else ""
         set_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}", where=where)

@@ -96,6 +96,33 @@ def generate_replies(model: Any, tokenizer: Any, messages: list[dict[str, str]],
                        settings.stop).strip() for row in ids]
 
 
+def generate_replies_batch(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
+                           requested_template: str, max_new_tokens: int, stops: tuple[str, ...] = ()) -> list[str]:
+    """Greedy replies to several conversations in one `generate` call: prompts padded on the left (so every row's
+    next token sits at the end) with the attention mask and position ids ignoring the padding."""
+    import torch
+
+    name, template = choose_template(tokenizer, requested_template)
+    stop = END_OF_TURN.get(name)
+    prompts = [render(tokenizer, template, messages, generation_prompt=True) for messages in conversations]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+    enc = enc.to(next(model.parameters()).device)
+    kwargs = _generate_kwargs(tokenizer, stop, max_new_tokens, 0.0)
+    if stops:
+        kwargs["stop_strings"] = [*kwargs.get("stop_strings", []), *stops]
+        kwargs["tokenizer"] = tokenizer
+    with torch.inference_mode():
+        ids = model.generate(**enc, **kwargs)
+    start = enc["input_ids"].shape[1]
+    return [cut_at_any(_finish(tokenizer, tokenizer.decode(row[start:], skip_special_tokens=True), stop),
+                       stops).strip() for row in ids]
+
+
 def sample_replies(model: Any, tokenizer: Any, messages: list[dict[str, str]], requested_template: str, n: int,
                    max_new_tokens: int, temperature: float) -> list[str]:
     """`n` sampled replies to one conversation (the caller seeds torch's generator)."""

@@ -26,11 +26,22 @@ class TaskParams(BaseModel):
 
 
 class RecordError(ValueError):
-    """Raised by Task.parse for one bad record; the loader adds file and line."""
+    """Raised by Task.parse for one bad record; the loader adds file and line. `line` overrides the record's own
+    line where the fault sits further down (a CoNLL sentence's bad tag is on that tag's line, not the first)."""
 
-    def __init__(self, message: str, fix: str | None = None) -> None:
+    def __init__(self, message: str, fix: str | None = None, line: int | None = None) -> None:
         super().__init__(message)
         self.fix = fix
+        self.line = line
+
+
+def source_of(example: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(file, line) of an example from its `_src` ("file:line", set by the loader), for errors raised after parsing."""
+    src = example.get("_src")
+    if not isinstance(src, str):
+        return None, None
+    file, _, line = src.rpartition(":")
+    return (file, int(line)) if file and line.isdigit() else (src, None)
 
 
 @dataclass
@@ -67,11 +78,19 @@ class Task(ABC):
     pipeline_tag: ClassVar[str | None] = None
     # How `tuneforge compare` measures this task (evaluation/compare_types.Comparison), or None: not comparable.
     comparison: ClassVar[Any] = None
+    # The data format of this task's files when their extension tells nothing (token classification: CoNLL).
+    default_format: ClassVar[str | None] = None
+    # Fewest distinct labels the data must have (classification: 2).
+    min_labels: ClassVar[int] = 0
     # `tuneforge plan --dry-run` can measure real steps of this task.
     supports_dry_run: ClassVar[bool] = False
     # The task writes and reads its trained model whole (`save_trained`/`load_trained`, e.g. a sentence-transformers
     # folder) instead of the method's own files.
     saves_whole_model: ClassVar[bool] = False
+    # Generative tasks train on the text itself: cleaning keeps its newlines and indentation (only \r\n becomes
+    # \n), since collapsing them would rewrite reasoning lines and code into one line. Dedupe still compares
+    # whitespace-normalised keys.
+    preserves_whitespace: ClassVar[bool] = False
 
     def before_training(self, model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], seed: int,
                         run_dir: Path) -> dict[str, Any]:
@@ -138,6 +157,11 @@ class Task(ABC):
     @abstractmethod
     def token_lengths(self, examples: list[dict[str, Any]], tokenizer: Any) -> list[int]:
         """Tokens per example (before truncation), for the length filter and the data report."""
+
+    def untrainable(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[str | None]:
+        """Per example, why it would train on nothing once encoded at max_length (None: it trains). The data stage
+        removes and counts these, so that encode() does not drop them unseen."""
+        return [None] * len(examples)
 
     def label_list(self, splits: dict[str, list[dict[str, Any]]]) -> list[str]:
         """The label set when the config gives none: every label seen in any split, sorted."""

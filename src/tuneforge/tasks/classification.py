@@ -65,6 +65,7 @@ class Classification(Task):
     primary_metric: ClassVar[str] = "macro_f1"
     peft_task_type: ClassVar[str] = "SEQ_CLS"
     pipeline_tag: ClassVar[str | None] = "text-classification"
+    min_labels: ClassVar[int] = 2
     supports_dry_run: ClassVar[bool] = True
     comparison: ClassVar[Any] = Comparison(
         "tuneforge.evaluation.compare_classification:classification_entrants", "macro_f1", True)

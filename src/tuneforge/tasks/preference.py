@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import Field
 
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
 from tuneforge.tasks.chat_templates import TemplateError, choose_template, render
+
+if TYPE_CHECKING:
+    pass
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
@@ -58,6 +61,7 @@ class Preference(Task):
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
     training_metric: ClassVar[str | None] = "loss"
     loss_only_eval: ClassVar[bool] = True
+    preserves_whitespace: ClassVar[bool] = True  # trains on the text (also Reward, RLHF): whitespace kept
     params: PreferenceParams
 
     # ---- data -------------------------------------------------------------------------------------------
@@ -136,12 +140,9 @@ class Preference(Task):
             return [{"role": "assistant", "content": text}]
 
         if self.params.algorithm == "kto":  # unpaired: each pair gives one desirable and one undesirable example
+            # In pair order here; the trainer shuffles them with the run's seed (training/kto.py).
             rows = [{"prompt": e["prompt"], "completion": answer(e[key]), "label": key == "chosen"}
                     for e in examples for key in ("chosen", "rejected")]
-            # KTO reads batches in order (its KL term pairs neighbours), so shuffle once here, seeded.
-            import random
-
-            random.Random(len(rows)).shuffle(rows)
         else:
             rows = [{"prompt": e["prompt"], "chosen": answer(e["chosen"]), "rejected": answer(e["rejected"])}
                     for e in examples]
@@ -161,9 +162,11 @@ class Preference(Task):
             return TrainerSpec(DPOTrainer, DPOConfig, {**extra, "loss_type": ["sigmoid" if p.algorithm == "dpo"
                                                                                else "ipo"]})
         if p.algorithm == "kto":
-            from trl import KTOConfig, KTOTrainer
+            from trl import KTOConfig
 
-            return TrainerSpec(KTOTrainer, KTOConfig, {**extra, "train_sampling_strategy": "sequential"})
+            from tuneforge.training.kto import SeededKTOTrainer
+
+            return TrainerSpec(SeededKTOTrainer, KTOConfig, {**extra, "train_sampling_strategy": "sequential"})
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
         return TrainerSpec(ORPOTrainer, ORPOConfig, extra)
@@ -179,6 +182,8 @@ class Preference(Task):
               max_length: int) -> tuple[float, int]:
         """Sum and count of the answer tokens' log-probabilities given the prompt (the answer's end is kept when
         the whole is longer than max_length)."""
+        import torch
+
         prompt_ids = tokenizer(render(tokenizer, template, prompt, generation_prompt=True),
                                add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(render(tokenizer, template, [*prompt, {"role": "assistant", "content": answer}]),
@@ -193,7 +198,7 @@ class Preference(Task):
         picked = logp[torch.arange(len(ids) - 1, device=x.device), x[0, 1:]][start - 1:]
         return float(picked.sum()), max(int(picked.numel()), 1)
 
-    @torch.inference_mode()
+    @inference_mode
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], labels: list[str],
                  max_length: int, batch_size: int) -> EvalResult:
         _, template = self.chat_template(tokenizer)

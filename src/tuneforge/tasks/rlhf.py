@@ -2,7 +2,7 @@
 replies better than their group's average are made more likely.
 
 Data: a `prompt` column (a string or chat messages); any other column is passed to the reward function (e.g. the
-word a story must mention). The reward is `module:function` (see tasks/rewards.py) or a finished `reward` run.
+word a story must mention). The reward is `module:function` (see tasks/reward_functions.py) or a finished `reward` run.
 Scored by the mean reward of sampled replies to held-out prompts, against the base model sampled the same way.
 """
 
@@ -26,8 +26,8 @@ class RLHFParams(TaskParams):
     path_fields: ClassVar[tuple[str, ...]] = ("reward",)
     name: Literal["rlhf"] = "rlhf"
     algorithm: Literal["grpo"] = "grpo"
-    reward: str = Field(description="'module:function' (an importable Python function, see tasks/rewards.py) or "
-                                    "the folder of a finished `reward` run.")
+    reward: str = Field(description="'module:function' (an importable Python function, see "
+                                    "tasks/reward_functions.py) or the folder of a finished `reward` run.")
     reward_kwargs: dict[str, Scalar | list[Scalar]] = Field({}, description="Keyword arguments for the function.")
     num_generations: int = Field(4, ge=2, description="Replies sampled per prompt (the group rewards are compared "
                                                       "within); batch_size x accumulation must be a multiple.")

@@ -9,16 +9,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.data.packing import PackedCollator, pack
 from tuneforge.evaluation.compare_types import Comparison
+from tuneforge.lazy_torch import inference_mode
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
-from tuneforge.tasks.chat_templates import TemplateError, choose_template, render, tokenize_with_mask
+from tuneforge.tasks.chat_templates import TemplateError, choose_template, render, tokenize_with_masks
+
+if TYPE_CHECKING:
+    import torch
 
 ROLES = ("system", "user", "assistant")
 
@@ -59,6 +62,11 @@ def _prompt_part(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return messages[:last]
 
 
+def _trains(row: dict[str, list[int]]) -> bool:
+    """Whether an encoded row has a trained label after its first position (the loss shifts labels by one)."""
+    return any(x != -100 for x in row["labels"][1:])
+
+
 def _text(raw: dict[str, Any], column: str) -> str:
     value = raw.get(column)
     if not isinstance(value, str) or not value.strip():
@@ -79,6 +87,7 @@ class SFT(Task):
         "tuneforge.evaluation.compare_generation:generation_entrants", "answer_loss", False)
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
     loss_only_eval: ClassVar[bool] = True
+    preserves_whitespace: ClassVar[bool] = True  # trains on the text: newlines and indentation kept
     supports_fast_path: ClassVar[bool] = True
     params: SFTParams
 
@@ -174,14 +183,15 @@ class SFT(Task):
 
     def _encode_rows(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[dict]:
         _, template = self.chat_template(tokenizer)
+        conversations = [e["messages"] for e in examples if "replay_text" not in e]
+        chats = iter(tokenize_with_masks(tokenizer, template, conversations, max_length, self.params.train_on_prompt))
         rows = []
         for e in examples:
             if "replay_text" in e:  # forgetting mitigation: plain text, every token trained
                 ids = tokenizer(e["replay_text"], truncation=True, max_length=max_length)["input_ids"]
                 rows.append({"input_ids": ids, "labels": list(ids)})
             else:
-                rows.append(tokenize_with_mask(tokenizer, template, e["messages"], max_length,
-                                               self.params.train_on_prompt))
+                rows.append(next(chats))
         return rows
 
     def trainer_options(self) -> dict[str, Any]:
@@ -226,11 +236,24 @@ class SFT(Task):
         row = self._encode_rows([example], tokenizer, max_length)[0]
         return [(tokenizer.decode([t]), lab != -100) for t, lab in zip(row["input_ids"], row["labels"], strict=True)]
 
+    def untrainable(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[str | None]:
+        """'answer_truncated_away' where the prompt fills max_length, so not one answer token is left to train."""
+        if not examples:
+            return []
+        # Only an example longer than max_length is truncated; encoding (three renders each) just those is cheaper.
+        long = [i for i, n in enumerate(self.token_lengths(examples, tokenizer)) if n > max_length]
+        out: list[str | None] = [None] * len(examples)
+        for i, row in zip(long, self._encode_rows([examples[i] for i in long], tokenizer, max_length), strict=True):
+            out[i] = None if _trains(row) else "answer_truncated_away"
+        return out
+
     def encode(self, examples: list[dict[str, Any]], tokenizer: Any, labels: list[str], max_length: int) -> Any:
         from datasets import Dataset
 
         rows = self._encode_rows(examples, tokenizer, max_length)
-        rows = [r for r in rows if any(x != -100 for x in r["labels"][1:])]  # truncation may cut every answer
+        # The data stage already removed (and counted) examples whose answer truncation cuts away; replay rows and
+        # direct callers still get the same guard.
+        rows = [r for r in rows if _trains(r)]
         if self.params.packing:
             rows = pack(rows, max_length)
         return Dataset.from_list(rows)
@@ -262,10 +285,12 @@ class SFT(Task):
                       "use_cache": False}
             yield inputs, batch["labels"].to(device)
 
-    @torch.inference_mode()
+    @inference_mode
     def answer_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]], max_length: int,
                     batch_size: int) -> tuple[float, int]:
         """Mean negative log-likelihood per trained (answer) token, and the token count."""
+        import torch
+
         total, count = 0.0, 0
         for inputs, labels in self.answer_batches(model, tokenizer, examples, max_length, batch_size):
             logits = model(**inputs).logits.float()

@@ -89,6 +89,17 @@ def _check_baselines_and_length(cfg: RunConfig, task: Any, model_path: str) -> N
                               key="data.max_length", fix=f"set data.max_length to at most {limit - extra}")
 
 
+def _check_sharding(cfg: RunConfig) -> None:
+    import importlib.util
+
+    import torch
+
+    from tuneforge.training.distributed import sharding_arguments
+
+    cuda = torch.cuda.is_available() and cfg.training.device in ("auto", "cuda")
+    sharding_arguments(cfg.training.sharding, cuda, importlib.util.find_spec("deepspeed") is not None)
+
+
 def resolve(cfg: RunConfig, *, check_machine: bool = True) -> Recipe:
     """Tokenizer, task, method and every check that can fail before weights load (the machine's too, unless a
     planner asks about other hardware)."""
@@ -102,6 +113,7 @@ def resolve(cfg: RunConfig, *, check_machine: bool = True) -> Recipe:
     method = METHODS.get(cfg.method.name)(cfg.method)
     if check_machine:
         method.check_environment()  # this machine (e.g. qlora without CUDA)
+        _check_sharding(cfg)
     check_method_task(cfg, task, method)
     metric = early_stopping_metric(cfg, task)
     _check_baselines_and_length(cfg, task, model_path)

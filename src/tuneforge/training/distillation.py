@@ -15,8 +15,11 @@ from transformers import Trainer
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mixed loss, soft KL term, hard cross-entropy) for next-token logits of shape (batch, seq, vocab)."""
+                      temperature: float, alpha: float, num_items: torch.Tensor | int | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mixed loss, soft KL term, hard cross-entropy) for next-token logits of shape (batch, seq, vocab): sums over
+    trained positions divided by `num_items` (those of the whole accumulated batch, as transformers' causal-LM loss
+    does under gradient accumulation) or, without it, per-token means over this batch."""
     vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])  # padded embedding rows carry no tokens
     mask = labels[:, 1:] != -100
     student = student_logits[:, :-1, :vocab][mask].float()
@@ -24,10 +27,11 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     if student.numel() == 0:
         zero = student_logits.sum() * 0.0
         return zero, zero, zero
-    hard = torch.nn.functional.cross_entropy(student, labels[:, 1:][mask])
+    count = num_items if num_items is not None else mask.sum()
+    hard = torch.nn.functional.cross_entropy(student, labels[:, 1:][mask], reduction="sum") / count
     log_s = torch.log_softmax(student / temperature, dim=-1)
     log_t = torch.log_softmax(teacher / temperature, dim=-1)
-    soft = (log_t.exp() * (log_t - log_s)).sum(-1).mean() * temperature ** 2
+    soft = (log_t.exp() * (log_t - log_s)).sum() / count * temperature ** 2
     return alpha * soft + (1 - alpha) * hard, soft, hard
 
 
@@ -50,5 +54,10 @@ class DistillationTrainer(Trainer):
         outputs = model(**features)
         with torch.no_grad():
             teacher_logits = self.teacher(**features).logits
-        loss, _, _ = distillation_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha)
+        # Given num_items_in_batch (transformers counts the trained tokens of the whole accumulated batch for a causal
+        # student), the loss is already scaled for accumulation; the mixin tells training_step so.
+        loss, _, _ = distillation_loss(outputs.logits, teacher_logits, labels, self.temperature, self.alpha,
+                                       num_items_in_batch)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # the count spans all devices; DDP averages gradients
         return (loss, outputs) if return_outputs else loss

@@ -48,14 +48,18 @@ class BaseModelReference:
         return out
 
 
-def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean KL(tuned || base) of the next-token distributions over trained positions (labels != -100)."""
+def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor,
+               num_items: torch.Tensor | int | None = None) -> torch.Tensor:
+    """KL(tuned || base) of the next-token distributions summed over trained positions (labels != -100), divided by
+    `num_items` (the trained positions of the whole accumulated batch, as the model's own loss is) or, without it,
+    by this batch's count (the mean)."""
     mask = labels[:, 1:] != -100
     tuned = torch.log_softmax(logits[:, :-1].float(), dim=-1)[mask]
     base = torch.log_softmax(base_logits[:, :-1].float(), dim=-1)[mask]
     if tuned.numel() == 0:
         return logits.sum() * 0.0
-    return (tuned.exp() * (tuned - base)).sum(-1).mean()
+    total = (tuned.exp() * (tuned - base)).sum()
+    return total / (num_items if num_items is not None else mask.sum())
 
 
 def parameter_groups(model: Any, weight_decay: float, backbone_scale: float, lr: float) -> list[dict[str, Any]]:

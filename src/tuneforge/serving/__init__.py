@@ -1,0 +1,1 @@
+"""OpenAI-compatible serving of finished runs: `tuneforge serve` (see docs/serve.md)."""
