@@ -101,6 +101,11 @@ class Embedding(Task):
         self.max_length: int | None = None  # data.max_length, set by check_config before the model is built
 
     def check_config(self, cfg: Any) -> None:
+        from importlib.util import find_spec
+
+        if find_spec("sentence_transformers") is None:
+            raise ConfigError("task embedding trains with sentence-transformers, which is not installed",
+                              key="task.name", fix="pip install 'tuneforge[embedding]'")
         if cfg.method.name not in METHODS_SUPPORTED:
             raise ConfigError(f"method {cfg.method.name!r} cannot train an embedding model here", key="method.name",
                               fix=f"use one of: {', '.join(METHODS_SUPPORTED)}")
