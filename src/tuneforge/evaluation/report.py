@@ -29,8 +29,8 @@ def format_gain(metric: str, gain: float) -> str:
 
 
 def _paired_arrays(result: EvalResult) -> tuple[np.ndarray, np.ndarray] | None:
-    """(references, predictions) as class-id arrays when the result kept one class per test example (multi-label
-    vectors and tag sequences are not resampled here)."""
+    """(references, predictions) when the result kept one output per test example: class ids, or per-query scores
+    (retrieval) against example ids (multi-label vectors and tag sequences are not resampled here)."""
     if not result.predictions or len(result.predictions) != len(result.references):
         return None
     try:
@@ -38,7 +38,7 @@ def _paired_arrays(result: EvalResult) -> tuple[np.ndarray, np.ndarray] | None:
     except ValueError:  # ragged
         return None
     ok = refs.ndim == preds.ndim == 1 and np.issubdtype(refs.dtype, np.integer) and np.issubdtype(preds.dtype,
-                                                                                                     np.integer)
+                                                                                                     np.number)
     return (refs, preds) if ok else None
 
 

@@ -54,7 +54,10 @@ def entity_f1(refs: np.ndarray, counts: np.ndarray) -> float:
 
 
 METRIC_FNS: dict[str, MetricFn] = {"accuracy": accuracy, "macro_f1": macro_f1, "weighted_f1": weighted_f1,
-                                   "f1": entity_f1}
+                                   "f1": entity_f1,
+                                   # retrieval (embedding task): means of per-query values
+                                   **dict.fromkeys(("recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10",
+                                                    "ndcg_at_10"), mean_value)}
 
 
 LOWER_IS_BETTER_SUFFIXES = ("loss", "perplexity", "kl", "error")

@@ -37,7 +37,10 @@ def save_model(out_dir: Path, task: Task, method: Method, model: Any, tokenizer:
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    method.save(model, staging, task.head_info(_unwrap(model)))
+    if task.saves_whole_model:
+        task.save_trained(model, method, staging)
+    else:
+        method.save(model, staging, task.head_info(_unwrap(model)))
     tokenizer.save_pretrained(str(staging))
     write_json(staging / META, {"task": task.params.model_dump(), "method": method.params.model_dump(),
                                 "labels": labels, "base_model": base_model, "max_length": max_length,
@@ -71,7 +74,9 @@ def load_model(model_dir: Path, device: str = "cpu") -> LoadedModel:
     labels = meta["labels"]
     same_base = {"trust_remote_code": remote, **({"revision": meta["base_revision"]}
                                                   if meta.get("base_revision") else {})}
-    if method.partial:
+    if task.saves_whole_model:
+        model = task.load_trained(model_dir, device)
+    elif method.partial:
         base_path = meta["base_model"]
         if base_path == "default":  # stored by name, so the run survives a new venv or a moved folder
             from tuneforge.models.loading import default_model_path

@@ -63,8 +63,9 @@ class LoadedRun:
 
     @property
     def is_adapter(self) -> bool:
-        """True when the run saved only what its method trained (adapters over an unchanged base)."""
-        return bool(self.method.partial)
+        """True when the run saved only what its method trained (adapters over an unchanged base); embedding runs
+        save the whole model (LoRA merged), whatever the method."""
+        return bool(self.method.partial) and not self.task.saves_whole_model
 
     @property
     def model_dir(self) -> Path:
@@ -188,6 +189,9 @@ class LoadedRun:
             raise RunError(f"run {self.name} is a {self.task.name} run; embeddings come from encoder runs",
                            fix="use a classification, token-classification or embedding run, or the default model")
         loaded = self.loaded()
+        own = self.task.embed(loaded.model, loaded.tokenizer, texts, self.max_length, batch_size)
+        if own is not None:  # e.g. a sentence-transformers model (embedding runs)
+            return own
         encoder, mean = encoder_of(loaded.model)
         return pooled_embeddings(encoder, loaded.tokenizer, texts, self.max_length, batch_size, mean=mean)
 

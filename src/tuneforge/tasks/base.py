@@ -84,6 +84,9 @@ class Task(ABC):
     min_labels: ClassVar[int] = 0
     # `tuneforge plan --dry-run` can measure real steps of this task.
     supports_dry_run: ClassVar[bool] = False
+    # The task writes and reads its trained model whole (`save_trained`/`load_trained`, e.g. a sentence-transformers
+    # folder) instead of the method's own files.
+    saves_whole_model: ClassVar[bool] = False
     # Generative tasks train on the text itself: cleaning keeps its newlines and indentation (only \r\n becomes
     # \n), since collapsing them would rewrite reasoning lines and code into one line. Dedupe still compares
     # whitespace-normalised keys.
@@ -107,6 +110,18 @@ class Task(ABC):
     def trainer_options(self) -> dict[str, Any]:
         """Extra keyword arguments for the trainer (e.g. forgetting mitigations)."""
         return {}
+
+    def apply_method(self, method: Any, model: Any, head: HeadInfo) -> Any:
+        """The model with the method applied (a task whose model wraps a transformers model may apply it inside)."""
+        return method.apply(model, head)
+
+    def save_trained(self, model: Any, method: Any, out_dir: Path) -> None:
+        """Write the whole trained model into out_dir (tasks with `saves_whole_model` only)."""
+        raise NotImplementedError(f"task {self.name!r} saves through its method")
+
+    def load_trained(self, model_dir: Path, device: str) -> Any:
+        """Read back what `save_trained` wrote (tasks with `saves_whole_model` only)."""
+        raise NotImplementedError(f"task {self.name!r} loads through its method")
 
     def prepare_tokenizer(self, tokenizer: Any) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Adjust the tokenizer before data is encoded (e.g. set the chat template that gets saved with it)."""
@@ -199,6 +214,11 @@ class Task(ABC):
     def input_fields(self, columns: Any) -> tuple[str, str | None]:
         """The record field a prediction reads, and the optional second text (pairs), for `predict --file`."""
         return columns.text, columns.text_pair
+
+    def embed(self, model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int) -> Any:
+        """L2-normalised sentence vectors when the task makes them its own way; None: the encoder inside the task
+        model, pooled as it was trained (LoadedRun.embed; not imported here, which would close an import circle)."""
+        return None
 
     def chat_template(self, tokenizer: Any) -> tuple[str, str]:
         """(name, template) the task renders conversations with; generative tasks only."""

@@ -137,7 +137,7 @@ def build(recipe: Recipe, labels: list[str], *, tokens_per_step: int | None = No
     if before_method is not None:
         before_method(model)
     try:
-        model = method.apply(model, head)
+        model = task.apply_method(method, model, head)
     except (ValueError, KeyError) as exc:  # PEFT: target modules that match nothing, bad combinations
         raise ConfigError(f"cannot apply method {method.name!r}: {str(exc).splitlines()[0]}", key="method",
                           fix="check the method's settings (e.g. target_modules) against the model") from None
