@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tuneforge.cli import compare_cmd, config_cmd, data_cmd, generate_cmd, plan_cmd, runs_cmd, sweep_cmd
+from tuneforge.cli import compare_cmd, config_cmd, data_cmd, export_cmd, generate_cmd, plan_cmd, runs_cmd, sweep_cmd
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(name="tuneforge", help="Fine-tune, evaluate and version models privately, on your hardware.",
@@ -22,6 +22,7 @@ app.command()(generate_cmd.chat)
 app.command()(compare_cmd.compare)
 app.command()(plan_cmd.plan)
 app.command()(sweep_cmd.sweep)
+app.command()(export_cmd.export)
 console = Console()
 err_console = Console(stderr=True)
 
