@@ -106,9 +106,8 @@ def test_int8_export_quantises_linear_layers_at_load_and_agrees_mostly(lora_clas
     assert (result.out / "quantization.json").is_file()
     assert not list(result.out.glob("*.bin")) and not list(result.out.glob("*.pt"))  # no pickles
     model = load_export(result.out).model
-    kinds = {type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__}
-    assert kinds and all(k != "Linear" for k in kinds), kinds  # every Linear became a quantised one
-    assert not any(isinstance(m, torch.nn.Linear) and type(m) is torch.nn.Linear for m in model.modules())
+    quantised = [m for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
+    assert quantised and not [m for m in model.modules() if type(m) is torch.nn.Linear]  # every Linear is int8
     assert result.figures["agreement"] >= 0.5 and result.figures["max_abs_logit_diff"] > 0
 
 

@@ -154,5 +154,5 @@ def record_in_mlflow(run: Any, out: Path, info: dict[str, Any]) -> dict[str, Any
         from tuneforge.export.tracking import register_export
 
         return register_export(tracking, out, info, run.config)
-    except Exception as exc:  # noqa: BLE001 - any tracking-store failure must not lose the export
+    except Exception as exc:  # any tracking-store failure must not lose the export
         return {"error": f"{type(exc).__name__}: {exc}"}

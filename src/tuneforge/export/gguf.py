@@ -178,7 +178,7 @@ def write_gguf(merged: Any, tokenizer_dir: Path, path: Path, quantize: str, name
 
 
 def modelfile(template_name: str, template: str, stops: list[str]) -> str:
-    lines = [f"# Ollama Modelfile written by tuneforge; `ollama create NAME -f Modelfile` in this folder.",
+    lines = ["# Ollama Modelfile written by tuneforge; `ollama create NAME -f Modelfile` in this folder.",
              f"FROM ./{GGUF_FILE}"]
     if template_name in OLLAMA_TEMPLATES:
         lines.append(f'TEMPLATE """{OLLAMA_TEMPLATES[template_name]}"""')

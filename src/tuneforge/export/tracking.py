@@ -20,7 +20,7 @@ def register_export(tracking: dict[str, Any], out: Path, info: dict[str, Any], c
     source = f"{client.get_run(run_id).info.artifact_uri}/exports/{label}"
     try:
         client.get_registered_model(name)
-    except Exception:  # noqa: BLE001 - MLflow raises its own type for a missing model
+    except Exception:  # MLflow raises its own type for a missing model
         client.create_registered_model(name)
     tags = {"export": info["kind"], "quantize": str(info.get("quantize") or "none"),
             "task": info["run"]["task"]["name"], "method": info["run"]["method"]["name"]}
