@@ -158,3 +158,42 @@ def test_bad_export_requests_exit_2(case: str, tmp_path: Path, lora_classifier: 
         assert_user_error(cli("export", str(lora_lm), "--to", "onnx"), "sft run", "--to onnx", fix="gguf")
     else:
         assert_user_error(cli("export", str(lora_classifier), "--to", "gguf"), "classification run", fix="onnx")
+
+
+def test_onnx_keeps_mean_pooling_and_merged_says_it_is_not_stock(tiny_bert: Path, tmp_path: Path) -> None:
+    """Mean-pooled classifiers (the default MiniLM's pooling): the ONNX graph must pool over the mask it is given,
+    at any padding, and the merged folder must not claim plain transformers reproduces it."""
+    from tuneforge.export import export_run
+
+    run = _train(tmp_path, tiny_bert, "mean", make_intent_rows(20), task={"name": "classification",
+                                                                          "pooling": "mean"})
+    onnx = export_run(run, "onnx")
+    assert onnx.figures["agreement"] == 1.0 and onnx.figures["max_abs_logit_diff"] <= 1e-4
+    merged = export_run(run, "merged", limit=4)
+    assert merged.info["plain_transformers"] is False and "mean pooling" in (merged.out / "report.md").read_text()
+
+
+def test_adapter_run_is_refused_with_the_reason(tiny_bert: Path, tmp_path: Path, cli: Any) -> None:
+    run = _train(tmp_path, tiny_bert, "adapter", make_intent_rows(10), method={"name": "adapter"})
+    res = cli("export", str(run), "--to", "merged")
+    assert_user_error(res, "method 'adapter'", "cannot be folded", fix="lora")
+    assert not (run / "exports" / "merged").exists()
+
+
+def test_export_of_a_tracked_run_is_an_mlflow_model_version_tagged_with_its_kind(tiny_bert: Path,
+                                                                                 tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tuneforge.export import export_run
+
+    run = _train(tmp_path, tiny_bert, "tracked", make_intent_rows(10),
+                 tracking={"mlflow": True, "registered_name": "intents"})
+    result = export_run(run, "onnx", "int8", measure=False)
+    recorded = result.info["tracking"]
+    assert recorded.get("registered_model") == "intents", recorded
+    client = MlflowClient(recorded["tracking_uri"])
+    version = client.get_model_version("intents", recorded["version"])
+    assert version.tags["export"] == "onnx" and version.tags["quantize"] == "int8"
+    assert version.run_id == json.loads((run / "run.json").read_text())["tracking"]["run_id"]
+    saved = json.loads((result.out / "export.json").read_text())
+    assert saved["tracking"]["version"] == recorded["version"]

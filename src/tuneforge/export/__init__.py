@@ -74,7 +74,7 @@ def _lineage(run: Any) -> dict[str, Any]:
 
 
 def export_run(run_folder: str | Path, to: str, quantize: str | None = None, out: str | Path | None = None,
-               *, measure: bool = True, limit: int | None = None) -> ExportResult:
+               *, measure: bool = True, limit: int | None = None, threads: int | None = None) -> ExportResult:
     """Write the export, measure it against the run (unless measure=False) and record it."""
     import tuneforge
     from tuneforge.registry.files import write_json
@@ -92,7 +92,7 @@ def export_run(run_folder: str | Path, to: str, quantize: str | None = None, out
     write_json(staging / EXPORT_META, info)
     shutil.rmtree(out_dir, ignore_errors=True)  # an export is derived from the run: writing it again replaces it
     staging.rename(out_dir)
-    figures = measure_export(run, out_dir, limit=limit) if measure else {}
+    figures = measure_export(run, out_dir, limit=limit, threads=threads) if measure else {}
     if figures:
         from tuneforge.export.evaluate import write_report
 
@@ -103,10 +103,10 @@ def export_run(run_folder: str | Path, to: str, quantize: str | None = None, out
     return ExportResult(out_dir, info, figures)
 
 
-def measure_export(run: Any, out: Path, limit: int | None = None) -> dict[str, Any]:
+def measure_export(run: Any, out: Path, limit: int | None = None, threads: int | None = None) -> dict[str, Any]:
     from tuneforge.export.evaluate import Side, compare
 
-    exported = load_export(out)
+    exported = load_export(out, threads=threads)
     size = folder_size(out) - sum(folder_size(out / f) for f in ("report.md", "report.html", EXPORT_META)
                                   if (out / f).exists())
     base = Side(f"run ({run.method.name}, torch fp32)", run.model(), run_model_size(run))
@@ -114,9 +114,10 @@ def measure_export(run: Any, out: Path, limit: int | None = None) -> dict[str, A
     return compare(run, base, Side(f"export: {label}", exported.model, size), limit=limit)
 
 
-def load_export(folder: str | Path) -> LoadedExport:
+def load_export(folder: str | Path, threads: int | None = None) -> LoadedExport:
     """The export as a model the run's task can score: ONNX through onnxruntime, GGUF weights dequantised into a
-    transformers model, merged/int8 through transformers (int8 quantised here, at load)."""
+    transformers model, merged/int8 through transformers (int8 quantised here, at load). `threads`: onnxruntime's
+    intra-op threads (torch's are set by the caller, torch.set_num_threads)."""
     from tuneforge.models.loading import load_tokenizer
     from tuneforge.tasks import TASKS
 
@@ -127,7 +128,7 @@ def load_export(folder: str | Path) -> LoadedExport:
     if kind == "onnx":
         from tuneforge.export.onnx import ONNX_FILE, OnnxModel
 
-        return LoadedExport(OnnxModel(folder / ONNX_FILE), tokenizer, meta)
+        return LoadedExport(OnnxModel(folder / ONNX_FILE, threads), tokenizer, meta)
     if kind == "gguf":
         from tuneforge.export.gguf import read_back
 

@@ -131,7 +131,7 @@ def compare(run: Any, base: Side, export: Side, *, limit: int | None = None, rep
         lat = {f"b{b}": latency_ms(run, side.model, inputs, b, repeats if b == 1 else max(repeats // 4, 3))
                for b in LATENCY_BATCHES}
         sides[side.name] = {"metric": result.metrics.get(metric) if result else None, "latency_ms": lat,
-                            "size_bytes": side.size_bytes}
+                            "size_bytes": side.size_bytes, "metrics": dict(result.metrics) if result else {}}
     values = [s["metric"] for s in sides.values()]
     diff = values[1] - values[0] if None not in values else None
     agree = agreement(run, base, export, examples, inputs, results, generations) if examples else {}
