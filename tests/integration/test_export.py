@@ -160,17 +160,29 @@ def test_bad_export_requests_exit_2(case: str, tmp_path: Path, lora_classifier: 
         assert_user_error(cli("export", str(lora_classifier), "--to", "gguf"), "classification run", fix="onnx")
 
 
-def test_onnx_keeps_mean_pooling_and_merged_says_it_is_not_stock(tiny_bert: Path, tmp_path: Path) -> None:
+def test_mean_pooled_classifier_keeps_its_pooling_in_onnx_and_merged(tiny_bert: Path, tmp_path: Path) -> None:
     """Mean-pooled classifiers (the default MiniLM's pooling): the ONNX graph must pool over the mask it is given,
-    at any padding, and the merged folder must not claim plain transformers reproduces it."""
+    at any padding, and the merged folder must load in plain transformers (remote code) with the run's logits."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     from tuneforge.export import export_run
+    from tuneforge.registry.loaded_run import load_run
 
     run = _train(tmp_path, tiny_bert, "mean", make_intent_rows(20), task={"name": "classification",
                                                                           "pooling": "mean"})
     onnx = export_run(run, "onnx")
     assert onnx.figures["agreement"] == 1.0 and onnx.figures["max_abs_logit_diff"] <= 1e-4
     merged = export_run(run, "merged", limit=4)
-    assert merged.info["plain_transformers"] is False and "mean pooling" in (merged.out / "report.md").read_text()
+    assert merged.info["plain_transformers"] == "trust_remote_code"
+    assert "mean pooling" in (merged.out / "report.md").read_text()
+    enc = dict(AutoTokenizer.from_pretrained(str(merged.out))(TEXTS, padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        expected = load_run(run).model()(**enc).logits.numpy()
+        plain = AutoModelForSequenceClassification.from_pretrained(str(merged.out), trust_remote_code=True).eval()
+        assert np.abs(plain(**enc).logits.numpy() - expected).max() <= 1e-4
+        stock = AutoModelForSequenceClassification.from_pretrained(str(merged.out)).eval()  # [CLS]: not the run
+        assert np.abs(stock(**enc).logits.numpy() - expected).max() > 1e-4
 
 
 def test_adapter_run_is_refused_with_the_reason(tiny_bert: Path, tmp_path: Path, cli: Any) -> None:

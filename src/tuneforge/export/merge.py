@@ -73,13 +73,64 @@ def uses_mean_pooling(model: Any) -> bool:
     return getattr(model.config, "tuneforge_pooling", None) == "mean"
 
 
+MEAN_POOLING_CODE = "tuneforge_mean_pooling.py"
+_MEAN_POOLING_SOURCE = '''"""Written by tuneforge export: {arch} with the masked-mean pooling it was fine-tuned
+with, in place of the [CLS] pooler. Loaded by
+`AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)`; needs torch and transformers."""
+
+import torch
+import transformers
+
+
+class MaskedMeanPooler(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mask = None
+
+    def forward(self, hidden_states):
+        if self.mask is None or self.mask.shape[:2] != hidden_states.shape[:2]:
+            return hidden_states.mean(dim=1)
+        weights = self.mask.unsqueeze(-1).to(hidden_states.dtype)
+        return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class MeanPooled{arch}(transformers.{arch}):
+    def __init__(self, config):
+        super().__init__(config)
+        encoder = getattr(self, self.base_model_prefix)
+        pooler = MaskedMeanPooler()
+        encoder.pooler = pooler
+
+        def grab_mask(_module, args, kwargs):
+            pooler.mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+        encoder.register_forward_pre_hook(grab_mask, with_kwargs=True)
+'''
+
+
+def _write_mean_pooling_code(model: Any, out: Path) -> None:
+    """Mean-pooled classifiers load in plain transformers through a small remote-code class written beside the
+    weights (readable, 30 lines, torch + transformers only), named in config.json's auto_map."""
+    import json
+
+    arch = type(model).__name__
+    (out / MEAN_POOLING_CODE).write_text(_MEAN_POOLING_SOURCE.format(arch=arch))
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": f"{MEAN_POOLING_CODE[:-3]}.MeanPooled{arch}"}
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def export_merged(run: Any, out: Path) -> dict[str, Any]:
     merged = merged_model(run)
     save_hf_folder(merged, out)
     model = merged.model
     notes = []
-    if uses_mean_pooling(model):
-        notes.append("mean pooling: stock transformers pools [CLS]; load with tuneforge.export.load_export "
-                     "(or use the onnx export, which has the mean pooling inside the graph)")
+    mean = uses_mean_pooling(model) and run.task.name == "classification"
+    if mean:
+        _write_mean_pooling_code(model, out)
+        notes.append(f"mean pooling: stock {type(model).__name__} pools [CLS], so the folder carries "
+                     f"{MEAN_POOLING_CODE}; load with AutoModelForSequenceClassification.from_pretrained(folder, "
+                     "trust_remote_code=True) (or tuneforge.export.load_export)")
     return {"files": sorted(p.name for p in out.iterdir()), "format": "safetensors", "dtype": "float32",
-            "plain_transformers": not uses_mean_pooling(model), "notes": notes}
+            "plain_transformers": "trust_remote_code" if mean else True, "notes": notes}
