@@ -149,15 +149,22 @@ def test_gguf_of_a_tiny_llama_holds_every_tensor_tokenizer_and_template(lora_lm:
         assert result.figures["agreement"] >= (0.99 if quant == "f16" else 0.5)
 
 
-@pytest.mark.parametrize("case", ["missing", "onnx_of_lm", "gguf_of_bert"])
+@pytest.mark.parametrize("case", ["missing", "onnx_of_lm", "gguf_of_bert", "out_is_a_run", "bad_quantize"])
 def test_bad_export_requests_exit_2(case: str, tmp_path: Path, lora_classifier: Path, lora_lm: Path,
                                     cli: Any) -> None:
     if case == "missing":
         assert_user_error(cli("export", str(tmp_path / "nope"), "--to", "merged"), "not a run folder")
     elif case == "onnx_of_lm":
         assert_user_error(cli("export", str(lora_lm), "--to", "onnx"), "sft run", "--to onnx", fix="gguf")
-    else:
+    elif case == "gguf_of_bert":
         assert_user_error(cli("export", str(lora_classifier), "--to", "gguf"), "classification run", fix="onnx")
+    elif case == "out_is_a_run":
+        res = cli("export", str(lora_classifier), "--to", "merged", "--out", str(lora_lm))
+        assert_user_error(res, "is not a tuneforge export", fix="--out")
+        assert (lora_lm / "metrics.json").is_file()
+    else:
+        assert_user_error(cli("export", str(lora_classifier), "--to", "onnx", "--quantize", "q8_0"),
+                          "--quantize q8_0", fix="--quantize int8")
 
 
 def test_mean_pooled_classifier_keeps_its_pooling_in_onnx_and_merged(tiny_bert: Path, tmp_path: Path) -> None:

@@ -83,8 +83,9 @@ def export_run(run_folder: str | Path, to: str, quantize: str | None = None, out
     _check_request(to, quantize)
     run = load_run(run_folder)
     out_dir = Path(out) if out else run.path / "exports" / (to + (f"-{quantize}" if quantize else ""))
-    if (out_dir / "config.yaml").is_file() or out_dir.resolve() == run.path.resolve():
-        raise ExportError(f"{out_dir} is a run folder; an export would overwrite it", fix="give another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / EXPORT_META).is_file():
+        # only an earlier export is replaced: never a run folder or someone's other files
+        raise ExportError(f"{out_dir} exists and is not a tuneforge export", fix="give an empty or new --out folder")
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     info = {"kind": to, "quantize": quantize, **_write(run, to, quantize, staging)}
