@@ -63,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", type=Path, help="an existing BANKING77 classification run folder")
     parser.add_argument("--steps", type=int, default=300, help="training steps when no --run is given")
+    parser.add_argument("--limit", type=int, help="score only the first N test examples (default: all)")
     args = parser.parse_args()
     start = time.time()
     run_dir = args.run or train_run(RESULTS / "runs", args.steps)
@@ -71,7 +72,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for kind, quantize, name in EXPORTS:
         result = export_run(run_dir, kind, quantize, run_dir / "exports" / name.replace(" ", "-").lower(),
-                            threads=1)
+                            threads=1, limit=args.limit)
         (_, base), (_, side) = result.figures["sides"].items()
         if not rows:
             rows.append(row("torch fp32 (the run)", base, None, result.figures))
