@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,9 @@ def export(run: Annotated[Path, typer.Argument(help="Finished run folder.")],
     from tuneforge.export import export_run
     from tuneforge.export.evaluate import table_markdown
 
-    result = export_run(run, to, quantize, out, measure=measure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # library deprecation notices are not the user's business
+        result = export_run(run, to, quantize, out, measure=measure)
     if result.figures:
         console.print(table_markdown(result.figures), markup=False, highlight=False)
     console.print(f"[green]done[/green]: {to} export in {result.out}")

@@ -8,6 +8,7 @@ dynamic quantisation (int8 weights of MatMul/Gemm, activations quantised at run 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,13 @@ def quantize_graph(path: Path) -> None:
 
     fp32 = path.with_name("model.fp32.onnx")
     path.rename(fp32)
-    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs a pre-processing suggestion on the root logger every time
+    try:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     fp32.unlink()
 
 
