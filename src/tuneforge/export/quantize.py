@@ -1,10 +1,11 @@
 """`int8`: dynamic int8 quantisation of every Linear layer, for CPU inference.
 
 Saved as the merged fp32 safetensors folder plus a marker (`quantization.json`); the Linear layers are quantised
-when the export is loaded (well under a second for small models). Why not save the quantised modules: torch's
-dynamic int8 Linear keeps its weights as packed C++ objects that only `torch.save` (a pickle) can write, and loading
-a pickle runs code from the file. A folder of safetensors plus a marker loads without trusting the file; the cost
-is that the disk size is the fp32 size (the report's size column shows it), while memory and speed are int8's.
+when the export is loaded (1.8 s for MiniLM-L6 on one shared CPU thread). Why not save the quantised modules:
+torch's dynamic int8 Linear keeps its weights as packed C++ objects that only `torch.save` (a pickle) can write,
+and loading a pickle runs code from the file. A folder of safetensors plus a marker loads without trusting the file;
+the cost is that the disk size is the fp32 size (the report's size column shows it), while memory and speed are
+int8's.
 """
 
 from __future__ import annotations
