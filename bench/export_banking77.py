@@ -12,6 +12,7 @@ bench/results/export_banking77.json and docs/bench/export_banking77.md.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from _common import RESULTS, ROOT, machine, markdown_table, print_table, require
 
 COLUMNS = ["model", "accuracy", "macro-F1", "accuracy diff", "argmax agreement", "max abs logit diff",
            "p50 b1 ms", "p95 b1 ms", "p50 b32 ms", "p95 b32 ms", "size MB"]
-EXPORTS = [("int8", None, "torch int8 (dynamic)"), ("onnx", None, "ONNX fp32"), ("onnx", "int8", "ONNX int8")]
+EXPORTS = [("int8", None, "torch int8 (dynamic)", "torch-int8"), ("onnx", None, "ONNX fp32", "onnx-fp32"),
+           ("onnx", "int8", "ONNX int8", "onnx-int8")]
 
 
 def train_run(out: Path, steps: int) -> Path:
@@ -63,15 +65,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", type=Path, help="an existing BANKING77 classification run folder")
     parser.add_argument("--steps", type=int, default=300, help="training steps when no --run is given")
-    parser.add_argument("--limit", type=int, help="score only the first N test examples (default: all)")
+    parser.add_argument("--limit", type=int, help="score N evenly spaced test examples (default: all)")
     args = parser.parse_args()
     start = time.time()
     run_dir = args.run or train_run(RESULTS / "runs", args.steps)
     trained = time.time() - start
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []
-    for kind, quantize, name in EXPORTS:
-        result = export_run(run_dir, kind, quantize, run_dir / "exports" / name.replace(" ", "-").lower(),
+    for kind, quantize, name, folder in EXPORTS:
+        result = export_run(run_dir, kind, quantize, run_dir / "exports" / folder,
                             threads=1, limit=args.limit)
         (_, base), (_, side) = result.figures["sides"].items()
         if not rows:
@@ -82,8 +84,9 @@ def main() -> None:
             "test_examples": result.figures["examples"]}
     save("export_banking77", rows, meta)
     doc = ROOT / "docs" / "bench" / "export_banking77.md"
+    command = " ".join(["OMP_NUM_THREADS=1 python bench/export_banking77.py", *sys.argv[1:]])
     doc.write_text(f"# BANKING77 exports\n\n**How it was produced ({time.strftime('%Y-%m-%d')}, {meta['machine']}):** "
-                   f"`OMP_NUM_THREADS=1 python bench/export_banking77.py`. Run: `{run_dir.name}`, "
+                   f"`{command}`. Run: `{run_dir.name}`, "
                    f"{meta['test_examples']} test examples. Latency: one forward pass (tokenisation excluded), one "
                    "thread, batch 1 and 32, p50/p95 over 20 and 5 timed batches; other work shared the machine's "
                    "cores, so absolute times are upper bounds and only the ratios within the table compare."

@@ -30,7 +30,9 @@ class Side:
 def test_examples(run: Any, limit: int | None = None) -> list[dict[str, Any]]:
     path = run.path / "data" / "test.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    return rows[:limit] if limit else rows
+    if limit and len(rows) > limit:  # evenly spaced, not the first N: test files are often sorted by label
+        rows = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, limit)]
+    return rows
 
 
 def _inputs(run: Any, examples: list[dict[str, Any]]) -> list[Any]:
