@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned resolve would pull several GB of CUDA wheels.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,generative,serve,hpo,postgres,embedding]"
+	$(BIN)/pip install --quiet -e ".[dev,generative,serve,hpo,postgres,embedding,export]"
 	touch $(STAMP)
 
 # Debian's Chromium for the report.html browser test (skipped, with its reason, where it cannot be installed).

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tuneforge.cli import compare_cmd, config_cmd, data_cmd, generate_cmd, plan_cmd, runs_cmd, serve_cmd, sweep_cmd
+from tuneforge.cli import (
+    compare_cmd,
+    config_cmd,
+    data_cmd,
+    export_cmd,
+    generate_cmd,
+    plan_cmd,
+    runs_cmd,
+    serve_cmd,
+    sweep_cmd,
+)
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(name="tuneforge", help="Fine-tune, evaluate and version models privately, on your hardware.",
@@ -24,6 +34,7 @@ app.command()(plan_cmd.plan)
 app.command()(sweep_cmd.sweep)
 app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
+app.command()(export_cmd.export)
 console = Console()
 err_console = Console(stderr=True)
 
