@@ -31,7 +31,7 @@ def schema() -> None:
 
 
 @app.command()
-def init(task: Annotated[str, typer.Option("--task", help="classification | token_classification | sft | "
+def init(task: Annotated[str, typer.Option("--task", help="classification | token_classification | sft | embedding | "
                                                           "preference | reward | rlhf | distillation")] =
          "classification",
          out: Annotated[Path, typer.Option("--out", help="Where to write it.")] = Path("tuneforge.yaml"),
