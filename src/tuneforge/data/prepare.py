@@ -17,6 +17,7 @@ from tuneforge.errors import DataError
 from tuneforge.tasks.base import RecordError, Task
 
 Example = dict[str, Any]
+_WORDS = {2: "two", 3: "three"}
 
 
 @dataclass
@@ -143,7 +144,8 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
     labels = list(data.labels) if data.labels else task.label_list(splits)
     if len(labels) < task.min_labels:
         raise DataError(f"only one label ({labels[0] if labels else 'none'}) in the data", file=_paths(data.train)[0],
-                        fix=f"{task.name} needs at least {task.min_labels} labels; check data.columns.label")
+                        fix=f"{task.name} needs at least {_WORDS.get(task.min_labels, task.min_labels)} labels; "
+                            "check data.columns.label")
     lengths = {name: lengths_of(exs) for name, exs in splits.items()}
     coverage = tokenizer_coverage(splits["train"], task, tokenizer, seed=split_seed)
     warnings += coverage_warnings(coverage)

@@ -12,7 +12,7 @@ def register_export(tracking: dict[str, Any], out: Path, info: dict[str, Any], c
     logging.getLogger("alembic").setLevel(logging.ERROR)
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking["tracking_uri"])
+    client = MlflowClient(tracking["tracking_uri"], registry_uri=tracking["tracking_uri"])
     run_id = tracking["run_id"]
     name = (tracking.get("registered_model") or {}).get("name") or cfg.tracking.registered_name or cfg.name
     label = info["kind"] + (f"-{info['quantize']}" if info.get("quantize") else "")

@@ -29,7 +29,21 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def log_run(cfg: Any, run_dir: Path, test_metrics: dict[str, float], baselines: dict[str, dict[str, float]],
             history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Log params, metric history, test metrics and the run folder; register the model. Returns MLflow ids."""
+    """Log params, metric history, test metrics and the run folder; register the model. Returns MLflow ids.
+    MLflow's set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment; the user's value (or its
+    absence) is put back afterwards, so the next run in this process resolves its own workspace store."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        return _log_run(cfg, run_dir, test_metrics, baselines, history)
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _log_run(cfg: Any, run_dir: Path, test_metrics: dict[str, float], baselines: dict[str, dict[str, float]],
+             history: list[dict[str, Any]]) -> dict[str, Any]:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
     import mlflow
@@ -38,7 +52,7 @@ def log_run(cfg: Any, run_dir: Path, test_metrics: dict[str, float], baselines: 
     workspace = Path(cfg.output_dir)
     uri = tracking_uri(cfg.tracking.tracking_uri, workspace)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # explicit: a registry URI set globally elsewhere must not win
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         artifacts = (workspace / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
