@@ -74,6 +74,19 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(tiny_bert: Path, tmp_path: Pat
     assert json.loads(run_json.read_text())["status"] == "interrupted"
 
 
+def _wait_for_training(run_json: Path, proc: subprocess.Popen, started: float, limit: float = 300) -> bool:
+    """True once this process's training has begun (run.json rewritten with status training after `started`)."""
+    while proc.poll() is None and time.time() < started + limit:
+        try:
+            status = json.loads(run_json.read_text())
+            if status.get("status") == "training" and status.get("time", 0) >= started:
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    return False
+
+
 @pytest.mark.slow
 def test_twenty_seeded_sigkills_end_bit_identical(tiny_bert: Path, tmp_path: Path) -> None:
     """kill -9 at 20 seeded random moments (before training, mid-step, inside checkpoint writes), resuming each
@@ -83,8 +96,9 @@ def test_twenty_seeded_sigkills_end_bit_identical(tiny_bert: Path, tmp_path: Pat
     from safetensors.torch import load_file
 
     data = write_jsonl(tmp_path / "d.jsonl", make_intent_rows(40))
-    train = {"epochs": 3, "batch_size": 4, "eval_steps": 3, "learning_rate": 5e-4, "save_total_limit": 2,
-             "threads": 1}
+    # long enough (480 steps, a checkpoint every 4) that 20 kills land before it ends, even on an idle machine
+    train = {"epochs": 20, "batch_size": 4, "eval_steps": 4, "learning_rate": 5e-4, "save_total_limit": 2,
+             "threads": 1, "early_stopping": {"patience": None}}
     runs = tmp_path / "runs"
     killed_cfg = write_yaml(tmp_path / "killed.yaml", base_config(tiny_bert, data, runs, name="killed",
                                                                   training=train))
@@ -97,9 +111,9 @@ def test_twenty_seeded_sigkills_end_bit_identical(tiny_bert: Path, tmp_path: Pat
     while kills < 20 and not (runs / "killed" / "metrics.json").exists():
         proc = subprocess.Popen(_cmd(killed_cfg, *(["--resume"] if saved.exists() else [])), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            proc.wait(timeout=rng.uniform(3.0, 14.0))
-        except subprocess.TimeoutExpired:
+        if _wait_for_training(runs / "killed" / "run.json", proc, started=time.time()):
+            time.sleep(rng.uniform(0.05, 2.5))  # a random moment of training: mid-step or inside a checkpoint write
+        if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
