@@ -7,23 +7,16 @@ through `load_run` (greedy text, probabilities, vectors)."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import base_config, make_intent_rows, make_ner_rows, write_jsonl
-
-httpx = pytest.importorskip("httpx2", reason="the openai client's HTTP library (pip install openai)")
-openai = pytest.importorskip("openai", reason="pip install openai")
-pytest.importorskip("fastapi", reason="pip install tuneforge[serve]")
-pytest.importorskip("uvicorn", reason="pip install tuneforge[serve]")
+from serve_harness import Server, openai, running_server
 
 LORAS = ["lora-a", "lora-b", "lora-c", "lora-d"]
 CHAT_ROWS = [{"prompt": f"{w} order {i}", "completion": f"Your {w} is done."}
@@ -59,57 +52,16 @@ def workspace(tiny_bert: Path, tiny_causal: Path, tmp_path_factory: pytest.TempP
     return runs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    key: str
-    app: Any
-    workspace: Path
-
-    def client(self, key: str | None = None) -> Any:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0, timeout=60)
-
-    def post(self, path: str, body: Any = None, key: str | None = None, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {key or self.key}"} if key != "" else {}
-        return httpx.post(f"{self.url}{path}", json=body, headers={**headers, **kw.pop("headers", {})}, timeout=60,
-                          **kw)
-
-    def get(self, path: str, key: str | None = None) -> Any:
-        headers = {"Authorization": f"Bearer {key or self.key}"} if key != "" else {}
-        return httpx.get(f"{self.url}{path}", headers=headers, timeout=60)
-
-
 @pytest.fixture(scope="session")
 def server(workspace: Path) -> Iterator[Server]:
-    import uvicorn
-
-    from tuneforge.serving.app import ServeSettings, create_app
+    from tuneforge.serving.app import ServeSettings
     from tuneforge.serving.engine import Limits
-    from tuneforge.serving.keys import KeyStore, store_path
 
-    _key, secret = KeyStore(store_path(workspace)).create("tests", "admin")
     settings = ServeSettings(workspace=workspace, max_adapters=2, max_batch=8, batch_window_ms=40,
                              rate_limit=100_000, max_body_bytes=64 * 1024,
                              limits=Limits(max_new_tokens=64, max_prompt_tokens=200, max_inputs=32))
-    app = create_app(settings)
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(300):  # bounded: 30 s at most
-        if uv.started:
-            break
-        time.sleep(0.1)
-    assert uv.started, "uvicorn did not start"
-    yield Server(f"http://127.0.0.1:{port}", secret, app, workspace)
-    uv.should_exit = True
-    thread.join(timeout=30)
+    with running_server(settings) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

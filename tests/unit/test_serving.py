@@ -32,6 +32,15 @@ def test_keys_are_stored_as_salted_hashes_and_revocable(tmp_path: Path) -> None:
         store.create("x", "root")
 
 
+def test_scopes_nest_inference_jobs_admin() -> None:
+    from tuneforge.serving.keys import allows
+
+    assert allows("admin", "jobs") and allows("jobs", "inference") and allows("inference", "inference")
+    assert not allows("inference", "jobs") and not allows("jobs", "admin") and not allows("revoked?", "inference")
+    with pytest.raises(ValueError, match="unknown scope"):
+        allows("admin", "root")
+
+
 def test_rate_limiter_allows_the_burst_then_says_when() -> None:
     from tuneforge.serving.app import RateLimiter
 

@@ -17,6 +17,16 @@ from pathlib import Path
 from tuneforge.errors import TuneforgeError
 
 SCOPES = ("inference", "jobs", "admin")
+# Each scope includes the ones before it: a `jobs` key may also call the model routes; `admin` may do everything
+# (manage keys, promote models). The dashboard asks for the same scope as the API route behind each page.
+_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
+
+
+def allows(held: str, needed: str) -> bool:
+    """Whether a key of scope `held` may call a route that needs `needed`."""
+    if needed not in _RANK:
+        raise ValueError(f"unknown scope {needed!r}")
+    return _RANK.get(held, -1) >= _RANK[needed]
 STORE_FILE = "serve_keys.sqlite"
 KEY_PREFIX = "tf-"
 

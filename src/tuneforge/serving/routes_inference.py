@@ -52,7 +52,16 @@ def require_key(request: Request, _creds: HTTPAuthorizationCredentials | None = 
     return _state(request).authenticate(request).key_id
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 429)}
+def require_scope(scope: str) -> Any:
+    """A route dependency: the caller's key must hold `scope` (see `keys.allows`)."""
+
+    def check(request: Request, _creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+        return _state(request).authenticate(request, scope).key_id
+
+    return check
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429)}
 public_router = APIRouter()
 router = APIRouter(dependencies=[Depends(require_key)], responses=ERRORS)
 

@@ -15,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from tuneforge.serving.engine import Engine, Limits
-from tuneforge.serving.keys import ApiKey, KeyStore, store_path
+from tuneforge.serving.keys import ApiKey, KeyStore, allows, store_path
 from tuneforge.serving.metrics import Metrics
 from tuneforge.serving.model_pool import discover_runs
 from tuneforge.serving.request_log import RequestLog, RequestRecord, log_path
@@ -99,14 +99,20 @@ class ServingState:
         for run in discover_runs(self.settings.workspace, known=frozenset(self.engine.runs)).values():
             self.engine.pool.add(run)
 
-    def authenticate(self, request: Request) -> ApiKey:
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        key = self.keys.verify(secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
+    def authenticate(self, request: Request, scope: str = "inference", secret: str | None = None) -> ApiKey:
+        """The caller's key (Bearer header, or `secret` from a dashboard session), checked for `scope` and rate."""
+        if secret is None:
+            scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+            secret = secret.strip() if scheme.lower() == "bearer" else ""
+        key = self.keys.verify(secret) if secret else None
         if key is None:
             raise ApiError(401, "a valid API key is required (Authorization: Bearer KEY); create one with "
                                 "`tuneforge keys create --name NAME`", "invalid_request_error", code="invalid_api_key")
         request.state.key_id = key.key_id
+        if not allows(key.scope, scope):
+            raise ApiError(403, f"this key has scope {key.scope!r}; this route needs {scope!r}",
+                           "permission_error", code="insufficient_scope",
+                           param=None)
         wait = self.limiter.check(key.key_id, key.rate_limit or self.settings.rate_limit)
         if wait > 0:
             raise ApiError(429, f"rate limit of {key.rate_limit or self.settings.rate_limit} requests per minute "
