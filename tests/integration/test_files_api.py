@@ -159,3 +159,22 @@ def test_models_list_catalogue_bases(server: Server, tmp_path: Path) -> None:
     finally:
         remove(server.workspace, "small")
     assert "small" not in {m.id for m in server.client().models.list().data}
+
+
+def test_uploads_have_their_own_size_limit(tmp_path: Path) -> None:
+    """Training files are larger than API requests: POST /v1/files takes up to max_upload_bytes, every other route
+    keeps max_body_bytes (413 past either)."""
+    from tuneforge.serving.app import ServeSettings
+
+    workspace = tmp_path / "runs"
+    workspace.mkdir()
+    big = jsonl([CHAT] * 1500)  # ~250 KB
+    assert 64 * 1024 < len(big) < 1 << 20
+    settings = ServeSettings(workspace=workspace, max_body_bytes=64 * 1024, max_upload_bytes=1 << 20)
+    with running_server(settings) as server:
+        assert _upload(server, "big.jsonl", big).status == "processed"
+        with pytest.raises(openai.APIStatusError) as err:
+            _upload(server, "huge.jsonl", big * 5)
+        assert err.value.status_code == 413
+        resp = server.post("/v1/embeddings", {"model": "default", "input": "x" * len(big)})
+        assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"

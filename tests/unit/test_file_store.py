@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 from pathlib import Path
@@ -73,6 +74,9 @@ def test_filename_is_metadata_only(tmp_path: Path) -> None:
     assert obj.filename == "../../x" and store.path_of(obj.id).name == f"{obj.id}.jsonl"
     assert obj2.filename == "/etc/passwd[31m.csv" and store.path_of(obj2.id).name == f"{obj2.id}.csv"
     assert obj2.format == "csv" and obj2.task == "classification"
+    zipped = store.create("chats.v2.jsonl.gz", "fine-tune", gzip.compress(jsonl([CHAT, CHAT])))
+    assert (zipped.status, zipped.records) == ("processed", 2)
+    assert store.path_of(zipped.id).name == f"{zipped.id}.jsonl.gz"
     assert len(clean_filename("a" * 1000)) == 255 and clean_filename("\x00\x07") == "upload"
 
 
