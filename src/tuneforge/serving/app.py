@@ -147,7 +147,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"],  # DELETE: /v1/files/{id}
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_body_bytes, metrics=state.metrics,
                        request_log=state.request_log, max_upload_bytes=settings.max_upload_bytes)
