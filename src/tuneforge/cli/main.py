@@ -14,6 +14,7 @@ from tuneforge.cli import (
     config_cmd,
     data_cmd,
     export_cmd,
+    forget_cmd,
     generate_cmd,
     plan_cmd,
     runs_cmd,
@@ -35,6 +36,7 @@ app.command()(sweep_cmd.sweep)
 app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
+app.command()(forget_cmd.forget)
 console = Console()
 err_console = Console(stderr=True)
 
