@@ -149,3 +149,24 @@ def test_a_task_without_free_text_refuses_augmentation() -> None:
     ner = TASKS.get("token_classification")(TASKS.get("token_classification").Params(name="token_classification"))
     with pytest.raises(ConfigError, match=r"data\.augment"):
         augment_split(_splits(), _cfg(n=1), ner)
+
+
+@pytest.mark.slow
+def test_paraphrases_come_from_the_named_generative_run(tiny_causal: Path, tmp_path: Path) -> None:
+    """A finished (tiny) SFT run writes the paraphrases: n per example, seeded, labels kept, kind 'paraphrase'."""
+    import tuneforge
+    from tuneforge.config import parse_config
+    from tuneforge.data.augment import augment_split
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"prompt": f"say {w}", "completion": f"{w} again"} for w in WORDS])
+    sft = base_config(tiny_causal, chat, tmp_path / "runs", name="paraphraser", task={"name": "sft"},
+                      training={"epochs": 1, "max_steps": 1, "threads": 1})
+    tuneforge.train(parse_config(sft), quiet=True)
+    para = {"run": str(tmp_path / "runs" / "paraphraser"), "n": 2, "temperature": 1.0, "max_new_tokens": 8}
+    cfg = _cfg(n=0, paraphrase=para)
+    first, report = augment_split(_splits(), cfg, _classification())
+    again, _ = augment_split(_splits(), cfg, _classification())
+    assert first == again and report["by_kind"] == {"paraphrase": report["rows_added"]}
+    assert report["rows_added"] + sum(report["skipped"].values()) == 12  # 2 per example, each counted
+    parents = {ex["_rid"]: ex["label"] for ex in _splits()["train"]}
+    assert all(parents[ex["_rid"]] == ex["label"] and ex["_augment"] == "paraphrase" for ex in first[6:])

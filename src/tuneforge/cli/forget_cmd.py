@@ -50,7 +50,8 @@ def _print(receipt: dict[str, Any]) -> None:
     log = receipt["request_log"]
     if log.get("found"):
         table.add_row("request log", log["path"], str(log["found"]), str(log["found"]))
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     for r in receipt["runs"]:
         console.print(f"[bold]{r['action']}[/bold]: {escape(r['path'])} ({r['reason']})", highlight=False)
     for e in receipt["exports"]:
