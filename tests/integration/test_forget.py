@@ -72,14 +72,17 @@ def test_forget_erases_everywhere_and_names_the_runs(workspace: dict[str, Path],
     records = write_jsonl(workspace["tmp"] / "erase.jsonl", [GIVEN_BACK, {"text": IN_LOG_ONLY}])
     train_rows = (ws / "trained-on-it" / "data" / "train.jsonl").read_text().count("\n")
     untouched = _tree_digest(ws / "not-trained-on-it", workspace["without"])
-    res = cli("forget", "--file", records, "--workspace", ws, "--json")
+    curated = write_jsonl(workspace["tmp"] / "curated" / "v2.jsonl",  # a dataset version no run names yet
+                          [{"text": PLANTED.upper(), "label": "refund"}, {"text": "lamp order please", "label": "x"}])
+    res = cli("forget", "--file", records, "--workspace", ws, "--data", curated.parent, "--json")
     assert res.code == 0, res.err
     receipt = json.loads(res.out)
     trained = str((ws / "trained-on-it").resolve())
     assert receipt["retrain"] == [trained]  # named; the run that never saw it is not
     run = next(r for r in receipt["runs"] if r["path"] == trained)
     assert run["rows_deleted"] == {"train": 1} and run["action"] == "retrain"
-    assert [d["path"] for d in receipt["datasets"]] == [str(workspace["with"])]
+    assert [d["path"] for d in receipt["datasets"]] == [str(workspace["with"]), str(curated)]
+    assert [json.loads(line)["text"] for line in curated.read_text().splitlines()] == ["lamp order please"]
     # Deleted from the data file, the run's prepared split (report updated) and the request log (vacuumed).
     assert _contains(workspace["data"], "jane doe") == []
     assert (ws / "trained-on-it" / "data" / "train.jsonl").read_text().count("\n") == train_rows - 1

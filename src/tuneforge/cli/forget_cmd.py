@@ -74,6 +74,9 @@ def forget(text: Annotated[list[str] | None, typer.Option("--text", help="A text
            Path("runs"),
            scan: Annotated[list[Path] | None, typer.Option("--scan", help="Another folder holding runs or exports "
                                                                           "(repeatable).")] = None,
+           data: Annotated[list[Path] | None, typer.Option("--data", help="Another data file or folder to erase "
+                                                                          "from, e.g. a curated dataset version "
+                                                                          "(repeatable).")] = None,
            dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; change nothing.")] = False,
            as_json: Annotated[bool, typer.Option("--json", help="Print the receipt as JSON.")] = False) -> None:
     """Erase records from data files, run folders and the request log; list the models to retrain."""
@@ -81,7 +84,7 @@ def forget(text: Annotated[list[str] | None, typer.Option("--text", help="A text
     from tuneforge.registry.forget import forget as run_forget
 
     query = ErasureQuery(texts=list(text or []), records=_read_records(file) if file else [])
-    receipt = run_forget(query, workspace, scan=list(scan or []), dry_run=dry_run)
+    receipt = run_forget(query, workspace, scan=list(scan or []), data=list(data or []), dry_run=dry_run)
     if as_json:
         console.print_json(json.dumps(receipt))
     else:

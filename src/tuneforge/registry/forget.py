@@ -34,6 +34,7 @@ from tuneforge.registry.forget_stores import (
     erase_from_request_log,
     rewrite_data_file,
     scrub_text_files,
+    strings_in,
 )
 
 SPLITS = ("train", "validation", "test")
@@ -254,6 +255,29 @@ def scrub_sources(runs: list[_Run], query: ErasureQuery, dry_run: bool) -> list[
     return out
 
 
+def scrub_extra_data(paths: list[Path], hashes: set[str], dry_run: bool) -> list[dict[str, Any]]:
+    """Data files no run names (a curated dataset version, an export for labelling): a record matches when one of
+    its texts (any string field, or a conversation's contents joined) is a record to erase."""
+    from tuneforge.data.sources import detect_format
+
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*")) if p.is_dir() else [])
+             if f.is_file() and f.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv", ".parquet")]
+    if any(not p.exists() for p in paths):
+        missing = next(p for p in paths if not p.exists())
+        raise ForgetError(f"--data {missing} not found", fix="give existing data files or folders")
+
+    def matches(record: dict[str, Any]) -> bool:
+        return any(_variants(text) & hashes for text in strings_in(record))
+
+    out = []
+    for file in files:
+        fmt = detect_format(str(file), "auto", "classification")
+        found = rewrite_data_file(file, fmt, matches, dry_run)
+        out.append({"path": str(file), "format": fmt, "used_by": [], "matched_by": "any text field",
+                    "rows_found": found, "rows_deleted": 0 if dry_run else found})
+    return out
+
+
 def _record_matches(task: Any, columns: Any, hashes: set[str], record: dict[str, Any]) -> bool:
     from tuneforge.tasks.base import RecordError
 
@@ -325,9 +349,10 @@ def _registered(runs: list[_Run], exports: list[dict[str, Any]]) -> list[dict[st
 
 
 def forget(query: ErasureQuery, workspace: str | Path = "runs", *, scan: list[str | Path] | None = None,
-           dry_run: bool = False) -> dict[str, Any]:
-    """Find and (unless dry_run) delete the records everywhere in the workspace; returns the receipt, which is
-    also written to WORKSPACE/.tuneforge/erasures/ (not with dry_run: a dry run changes nothing)."""
+           data: list[str | Path] | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Find and (unless dry_run) delete the records everywhere in the workspace (and in `data`: more data files or
+    folders); returns the receipt, also written to WORKSPACE/.tuneforge/erasures/ (not with dry_run: a dry run
+    changes nothing)."""
     from tuneforge.serving.request_log import log_path
 
     workspace = Path(workspace)
@@ -342,6 +367,9 @@ def forget(query: ErasureQuery, workspace: str | Path = "runs", *, scan: list[st
     found_runs += [{"path": str(r.path), "rows_found": {}, "rows_deleted": {}, "text_replaced_in": {},
                     "action": r.action, "reason": r.reason} for r in runs if r.action and not r.found]
     datasets = scrub_sources(runs, query, dry_run)
+    named = {d["path"] for d in datasets}
+    datasets += [d for d in scrub_extra_data([Path(p) for p in data or []], query.all_hashes(), dry_run)
+                 if d["path"] not in named]
     exports = _exports(export_paths, runs, query, dry_run)
     log_file = log_path(workspace)
     hashes = query.all_hashes()

@@ -107,6 +107,17 @@ def strings_in(value: Any) -> list[str]:
 def erase_from_request_log(path: Path, matches: Callable[[str], bool], dry_run: bool) -> dict[str, Any]:
     """Delete every logged request whose input or output holds a matching text; rows of other tables that point
     at a deleted request (a `request_id` column, e.g. feedback) go with it."""
+    try:
+        return _erase_rows(path, matches, dry_run)
+    except sqlite3.DatabaseError as exc:  # locked by a long write, or not a request log at all
+        from tuneforge.errors import TuneforgeError
+
+        raise TuneforgeError(f"cannot erase from the request log {path}: {exc}",
+                             fix="retry (a busy server holds it briefly), or check the file is a tuneforge "
+                                 "request log") from None
+
+
+def _erase_rows(path: Path, matches: Callable[[str], bool], dry_run: bool) -> dict[str, Any]:
     db = sqlite3.connect(path, timeout=30)
     try:
         db.execute("PRAGMA secure_delete=ON")  # deleted content is overwritten with zeros, not left in free pages
