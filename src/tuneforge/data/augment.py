@@ -21,21 +21,13 @@ from typing import Any
 
 from tuneforge.config import AugmentConfig, RunConfig
 from tuneforge.data.clean import dedupe_key
+from tuneforge.data.neighbours import STOP_WORDS
 from tuneforge.errors import ConfigError
 from tuneforge.tasks.base import Task
 
 Example = dict[str, Any]
 Synonyms = Callable[[str], list[str]]
 _WORD = re.compile(r"^(\W*)(\w+)(\W*)$")
-# EDA's stop words (NLTK's English list, shortened): never replaced, never the anchor of an insertion.
-_STOP_WORDS_TEXT = (
-    "i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers herself "
-    "it its itself they them their theirs themselves what which who whom this that these those am is are was were "
-    "be been being have has had having do does did doing a an the and but if or because as until while of at by for "
-    "with about against between into through during before after above below to from up down in out on off over "
-    "under again further then once here there when where why how all any both each few more most other some such no "
-    "nor not only own same so than too very s t can will just don should now")
-STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 
 
 def _core(word: str) -> tuple[str, str, str] | None:

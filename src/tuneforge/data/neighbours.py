@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.data.augment import STOP_WORDS
+# EDA's stop words (NLTK's English list, shortened): never replaced, never the anchor of an insertion.
+_STOP_WORDS_TEXT = (
+    "i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers herself "
+    "it its itself they them their theirs themselves what which who whom this that these those am is are was were "
+    "be been being have has had having do does did doing a an the and but if or because as until while of at by for "
+    "with about against between into through during before after above below to from up down in out on off over "
+    "under again further then once here there when where why how all any both each few more most other some such no "
+    "nor not only own same so than too very s t can will just don should now")
+STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 
 _EMBEDDING_NAMES = ("word_embeddings.weight", "embed_tokens.weight", "wte.weight", "shared.weight",
                     "embed_in.weight", "tok_embeddings.weight")

@@ -28,12 +28,10 @@ def _variants(cfg: RunConfig) -> dict[str, RunConfig]:
                                                 "data": cfg.data.model_copy(update={"augment": always})})}
 
 
-def _finished(run_dir: Path) -> Any:
+def _finished(run_dir: Path, result_type: Any) -> Any:
     """A sub-run that finished before a --resume: its result read back instead of training it again."""
-    from tuneforge.api import RunResult
-
     metrics = read_json(run_dir / "metrics.json")
-    return RunResult(run_dir, metrics["test"], metrics["baselines"], metrics["comparison"], metrics["train"])
+    return result_type(run_dir, metrics["test"], metrics["baselines"], metrics["comparison"], metrics["train"])
 
 
 def _validation(run_dir: Path) -> tuple[Any, str]:
@@ -74,12 +72,14 @@ def compare_on_validation(plain_dir: Path, augmented_dir: Path, seed: int) -> di
             "rule": "augmented kept when its validation metric is higher than the plain run's"}
 
 
-def train_keeping_better(cfg: RunConfig, train: Callable[..., Any], *, resume: bool = False, **kwargs: Any) -> Any:
-    """Train both variants (`train` is api.train), keep the better by validation; returns the kept run's result."""
+def train_keeping_better(cfg: RunConfig, train: Callable[..., Any], result_type: Any, *, resume: bool = False,
+                         **kwargs: Any) -> Any:
+    """Train both variants (`train` is api.train, `result_type` api.RunResult), keep the better by validation;
+    returns the kept run's result."""
     results = {}
     for name, variant in _variants(cfg).items():
         if resume and (variant.run_dir / "metrics.json").is_file():
-            results[name] = _finished(variant.run_dir)
+            results[name] = _finished(variant.run_dir, result_type)
         else:
             results[name] = train(variant, resume=resume and variant.run_dir.is_dir(), **kwargs)
     choice = compare_on_validation(results["plain"].run_dir, results["augmented"].run_dir, cfg.training.seed)
