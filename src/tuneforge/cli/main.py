@@ -14,6 +14,7 @@ from tuneforge.cli import (
     config_cmd,
     data_cmd,
     export_cmd,
+    forget_cmd,
     generate_cmd,
     models_cmd,
     plan_cmd,
@@ -31,6 +32,7 @@ app.add_typer(runs_cmd.app, name="runs")
 app.command()(generate_cmd.generate)
 app.command()(generate_cmd.chat)
 app.command()(compare_cmd.compare)
+app.command()(forget_cmd.forget)  # right to erasure (issue 15)
 app.command()(plan_cmd.plan)
 app.command()(sweep_cmd.sweep)
 app.command()(serve_cmd.serve)
