@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from tuneforge.errors import ConfigError
+from tuneforge.evaluation.compare_types import Comparison
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
 
@@ -93,6 +94,8 @@ class Embedding(Task):
     peft_task_type: ClassVar[str] = "FEATURE_EXTRACTION"
     pipeline_tag: ClassVar[str | None] = "sentence-similarity"
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
+    comparison: ClassVar[Any] = Comparison(
+        "tuneforge.evaluation.compare_embedding:embedding_entrants", "ndcg_at_10", True)
     training_metric: ClassVar[str | None] = "loss"  # the validation ranking loss
     loss_only_eval: ClassVar[bool] = True
     saves_whole_model: ClassVar[bool] = True
