@@ -186,6 +186,17 @@ def test_compare_puts_the_tuned_encoder_beside_the_base_in_retrieval_and_knn(lab
     assert "knn_accuracy [95% CI]" in md and "fine-tuned full (labels)" in md
 
 
+def test_compare_of_a_pairs_run_has_retrieval_rows_and_no_knn(pair_run: Path, cli) -> None:
+    res = cli("compare", pair_run / "config.yaml", "--run", pair_run, "--set", "compare.bootstrap_samples=100",
+              "--set", "compare.permutations=100", "--set", "compare.latency_examples=5")
+    assert res.code == 0, res.err
+    report = json.loads((pair_run.parent / "pairs-compare" / "comparison.json").read_text())
+    rows = {r["key"]: r for r in report["rows"]}
+    assert set(rows["run:pairs"]["secondary"]) == {"recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10"}
+    assert rows["run:pairs"]["ndcg_at_10"] >= rows["base_encoder"]["ndcg_at_10"] + 0.2  # as the run measured itself
+    assert "Fine-tune" in report["recommendation"]
+
+
 @pytest.mark.parametrize(("record", "needle", "fix"), [
     ({"query": "flights to Oslo"}, "missing column 'doc'", "task.positive_column"),
     ({"query": "  ", "doc": "travel guide for Norway"}, "empty anchor in column 'query'", "--skip-invalid"),
