@@ -150,6 +150,25 @@ def pre_tokenizer_name(tokenizer: Any) -> str:
     return "default"
 
 
+def bpe_merge_scores(tokenizer_dir: Path, tokens: list[Any]) -> list[float]:
+    """Scores that make llama.cpp's 'llama' tokenizer merge in the BPE's merge order.
+
+    llama.cpp tokenises a 'llama' vocabulary the SentencePiece way: it repeatedly joins the adjacent pair whose
+    joined token has the highest score. gguf's LlamaHfVocab (which llama.cpp's converter uses for a tokenizer.json
+    without tokenizer.model) scores every token -1000, so llama.cpp joins pairs left to right instead of in merge
+    order and splits prompts into other ids than transformers (TinyStories: 'Tell' -> 'T'+'ell' instead of
+    'T'+'e'+'ll▁'...). Scoring each token minus the rank of the merge that makes it restores the order."""
+    import json
+
+    merges = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"].get("merges", [])
+    rank: dict[str, int] = {}
+    for i, merge in enumerate(merges):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, i)
+    texts = [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in tokens]
+    return [-(rank[t] + 1.0) if t in rank else 0.0 for t in texts]
+
+
 def _add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size: int, template: str) -> str:
     """Byte-level BPE tokenizers as 'gpt2' (tokens + merges), byte-fallback BPE / SentencePiece as 'llama'."""
     import gguf
@@ -160,6 +179,7 @@ def _add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size:
     try:
         vocab = LlamaHfVocab(tokenizer_dir)
         model, tokens, scores, types = "llama", *map(list, zip(*vocab.all_tokens(), strict=True))
+        scores = bpe_merge_scores(tokenizer_dir, tokens)
     except (FileNotFoundError, TypeError):  # not byte-fallback BPE: a GPT-2 style byte-level BPE
         reverse = {i: t for t, i in tokenizer.get_vocab().items()}
         model, tokens, scores = "gpt2", [reverse.get(i, f"[PAD{i}]") for i in range(vocab_size)], None
