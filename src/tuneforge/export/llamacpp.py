@@ -50,6 +50,7 @@ def tokenize(llm: Any, text: str) -> list[int]:
 class Greedy:
     tokens: list[int]
     gaps: list[float]  # per generated token: its logit minus the runner-up's (small = a near-tie)
+    runner_up: list[int]  # per generated token: the second-best token
 
 
 def greedy(llm: Any, prompt_ids: list[int], max_new_tokens: int, stop_ids: Iterable[int]) -> Greedy:
@@ -60,17 +61,18 @@ def greedy(llm: Any, prompt_ids: list[int], max_new_tokens: int, stop_ids: Itera
     stops = set(stop_ids)
     llm.reset()
     llm.eval(prompt_ids)
-    tokens, gaps = [], []
+    tokens, gaps, runner_up = [], [], []
     for _ in range(max_new_tokens):
         logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float64)
         first, second = sorted(np.argpartition(-logits, 1)[:2], key=lambda i: (-logits[i], i))
         best = int(first)  # ties go to the lower id, as torch's argmax does
         tokens.append(best)
         gaps.append(float(logits[first] - logits[second]))
+        runner_up.append(int(second))
         if best in stops:
             break
         llm.eval([best])
-    return Greedy(tokens, gaps)
+    return Greedy(tokens, gaps, runner_up)
 
 
 def answer_loss(llm: Any, run: Any, examples: list[dict[str, Any]]) -> tuple[float, int]:
