@@ -2,9 +2,9 @@
 rendered prompts into the run's token ids and, for f16, its greedy 32 tokens equal transformers' on 10 prompts
 (q8_0: equal up to a near-tie, see `_assert_same_or_near_tie`).
 
-Two real Llama-family models from ../shared, so both tokenizer paths of the GGUF writer are exercised:
-TinyStories-656K (a SentencePiece-style byte-fallback BPE: GGUF tokenizer 'llama') and SmolLM2-135M-Instruct (a
-byte-level BPE with a ChatML template: GGUF tokenizer 'gpt2', pre-tokenizer 'gpt-2').
+Both tokenizer paths of the GGUF writer: the real TinyStories-656K from ../shared (a SentencePiece-style
+byte-fallback BPE: GGUF tokenizer 'llama') and the tiny Llama the tests build (a byte-level BPE with ChatML
+special tokens: GGUF tokenizer 'gpt2', pre-tokenizer 'gpt-2').
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install 'tuneforge[llamacpp]'")
 
 STORIES = SHARED / "models" / "tinystories-656k"
-SMOLLM2 = SHARED / "models" / "smollm2-135m-instruct"
-GSM8K = SHARED / "data" / "gsm8k" / "train.jsonl"
 ANIMALS = ["cat", "dog", "bird", "frog", "bunny", "bear", "duck", "fish", "lion", "mouse"]
 NAMES = ["Tim", "Lily", "Sam", "Mia", "Ben", "Sue", "Max", "Anna", "Tom", "Lucy"]
 NEW_TOKENS = 32
@@ -125,12 +123,12 @@ def _stories_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _RUNS["stories"]
 
 
-@pytest.mark.skipif(not (SMOLLM2.is_dir() and GSM8K.is_file()), reason="../shared SmolLM2 or GSM8K not present")
-def test_smollm2_lora_gguf_in_llama_cpp(tmp_path: Path) -> None:
-    import json
-
-    lines = GSM8K.read_text().splitlines()
-    rows = [{"prompt": r["question"], "completion": r["answer"]} for r in map(json.loads, lines[:16])]
-    run = _train(tmp_path, SMOLLM2, rows, max_steps=4, learning_rate=1e-3)
-    questions = [json.loads(line)["question"] for line in lines[100:110]]
+def test_byte_level_bpe_lora_gguf_in_llama_cpp(tiny_causal: Path, tmp_path: Path) -> None:
+    """The 'gpt2' tokenizer path (byte-level BPE, pre-tokenizer 'gpt-2', ChatML special tokens) on the tiny
+    Llama the tests build (no ../shared needed)."""
+    answers = ["Your refund is on its way.", "Your parcel arrives tomorrow.", "Your order is cancelled."]
+    rows = [{"prompt": f"{['refund', 'track', 'cancel'][i % 3]} order {i}", "completion": answers[i % 3]}
+            for i in range(30)]
+    run = _train(tmp_path, tiny_causal, rows, max_steps=30, learning_rate=1e-2)
+    questions = [f"{['refund', 'track', 'cancel'][i % 3]} order {100 + i}, thanks!" for i in range(10)]
     assert_llama_cpp_decodes_like_transformers(run, questions, "f16")
