@@ -1,6 +1,7 @@
 """Which onnxruntime int8 settings keep the default encoder (all-MiniLM-L6-v2) closest to float, on BANKING77 text.
 
     OMP_NUM_THREADS=1 python bench/onnx_int8_schemes.py --per-class 5 [--schemes onnxruntime-defaults,per-channel]
+    python bench/onnx_int8_schemes.py --weights-only   # int8 error of each weight table, per tensor vs per channel
 
 A cheap stand-in for the full export benchmark (bench/export_banking77.py needs a fine-tuned run and scores each
 export on 770+ rows): the pretrained encoder with tuneforge's masked-mean pooling is exported to ONNX once, then
@@ -90,6 +91,31 @@ def centroid_accuracy(train: np.ndarray, train_y: list[str], test: np.ndarray, t
     return np.array(labels)[scores.argmax(1)]
 
 
+def weight_errors() -> dict[str, dict[str, float]]:
+    """Relative RMS error of symmetric int8 (absmax scale) of the encoder's weights: one scale per tensor vs one per
+    row (embedding tables) or output channel (Linear weights), and 7-bit (reduce_range) per tensor."""
+    from safetensors.numpy import load_file
+
+    from tuneforge.models.loading import default_model_path
+
+    def error(x: np.ndarray, per_row: bool = False, levels: int = 127) -> float:
+        scale = np.abs(x).max(axis=1, keepdims=True) if per_row else np.abs(x).max()
+        scale = np.where(scale == 0, 1.0, scale / levels)
+        return float(np.sqrt(((np.clip(np.round(x / scale), -levels, levels) * scale - x) ** 2).mean())
+                     / np.sqrt((x ** 2).mean()))
+
+    weights = load_file(str(next(Path(default_model_path()).glob("*.safetensors"))))
+    out = {name: {"per_tensor": error(x), "per_row": error(x, True), "absmax": float(np.abs(x).max()),
+                  "rms": float(np.sqrt((x ** 2).mean()))} for name, x in weights.items() if "embeddings.weight" in name
+           or name.endswith("_embeddings.weight")}
+    linear = [x for name, x in weights.items() if x.ndim == 2 and "embeddings" not in name]
+    out["linear weights (mean)"] = {"per_tensor": float(np.mean([error(x) for x in linear])),
+                                    "per_row": float(np.mean([error(x, True) for x in linear])),
+                                    "per_tensor_7bit": float(np.mean([error(x, levels=63) for x in linear])),
+                                    "count": len(linear)}
+    return out
+
+
 def main() -> None:
     import onnxruntime as ort
 
@@ -98,7 +124,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-class", type=int, default=5)
     parser.add_argument("--schemes", default=",".join(INT8_SCHEMES), help="comma-separated INT8_SCHEMES names")
+    parser.add_argument("--weights-only", action="store_true", help="only the weight quantisation errors")
     args = parser.parse_args()
+    for name, figures in weight_errors().items():
+        print(name, {k: round(v, 4) for k, v in figures.items()})
+    if args.weights_only:
+        return
     data = require_shared("data/banking77")
     train_x, train_y = rows_per_class(data / "train.csv", args.per_class)
     test_x, test_y = rows_per_class(data / "test.csv", args.per_class)
