@@ -15,6 +15,7 @@ from tuneforge.cli import (
     data_cmd,
     export_cmd,
     generate_cmd,
+    jobs_cmd,
     plan_cmd,
     runs_cmd,
     serve_cmd,
@@ -35,6 +36,8 @@ app.command()(sweep_cmd.sweep)
 app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
+app.add_typer(jobs_cmd.app, name="jobs")  # fine-tuning jobs (cli/jobs_cmd.py)
+app.command()(jobs_cmd.worker)
 console = Console()
 err_console = Console(stderr=True)
 

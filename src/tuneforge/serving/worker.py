@@ -62,7 +62,11 @@ class Worker:
             if job is None:
                 self.stop.wait(self.poll_s)
                 continue
-            self.execute(job)
+            try:
+                self.execute(job)
+            except Exception as exc:  # a bug in tuneforge: the job fails with a pointer to the log, the worker lives
+                log.exception("job %s", job.id)
+                self._fail(job, "server_error", f"{type(exc).__name__}: {exc} (see the worker's log)", None)
             done += 1
         return done
 
