@@ -150,22 +150,24 @@ def resume(job_id: Annotated[str, typer.Argument(help="Job id.")], workspace: Wo
 def worker(workspace: Workspace = Path("runs"), queue: Queue = None,
            lease_s: Annotated[float, typer.Option(help="Seconds without a heartbeat after which another worker "
                                                        "takes over a job.")] = 30.0,
-           threads: Annotated[int | None, typer.Option(help="CPU threads for training (default: all).")] = None) \
-        -> None:
+           threads: Annotated[int | None, typer.Option(help="CPU threads for training (default: all).")] = None,
+           parent_pid: Annotated[int | None, typer.Option(hidden=True, help="Exit when this process "
+                                                                           "dies.")] = None) -> None:
     """Claim and train fine-tuning jobs until stopped (SIGTERM/Ctrl-C hands the running job back, checkpointed).
     With a PostgreSQL --queue, workers on several machines share the jobs (the workspace on shared storage)."""
     from tuneforge.serving.worker import main
 
-    main(workspace, queue, lease_s, threads)
+    main(workspace, queue, lease_s, threads, parent_pid)
 
 
 def start_workers(workspace: Path, queue: str | None, count: int) -> list[subprocess.Popen[bytes]]:
     """`serve --workers N`: N `tuneforge worker` processes beside the server (they die with it)."""
-    from tuneforge.serving.worker import _die_with_parent
+    import os
 
     cmd = [sys.executable, "-m", "tuneforge.cli.main", "worker", "--workspace", str(workspace),
-           *(["--queue", queue] if queue else [])]
-    return [subprocess.Popen(cmd, preexec_fn=_die_with_parent) for _ in range(count)]
+           "--parent-pid", str(os.getpid()), *(["--queue", queue] if queue else [])]
+    # own sessions: a Ctrl-C reaches the server, which stops each worker with SIGTERM (checkpoint, hand back)
+    return [subprocess.Popen(cmd, start_new_session=True) for _ in range(count)]
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -104,6 +104,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker", required=True)
     parser.add_argument("--model-id", required=True)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--parent-pid", type=int, default=None)
     return parser.parse_args(argv)
 
 
@@ -111,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     import tuneforge
     from tuneforge.config import load_config
     from tuneforge.registry.files import write_json
+    from tuneforge.serving.worker import die_with_parent
 
     args = _arguments(argv)
+    die_with_parent(args.parent_pid)  # never trains on after its worker died (a new worker resumes the job)
     result_file = args.config.with_name("result.json")
     queue = JobQueue(args.queue)
     cfg = load_config(args.config)
