@@ -16,6 +16,7 @@ from tuneforge.cli import (
     export_cmd,
     generate_cmd,
     jobs_cmd,
+    models_cmd,
     plan_cmd,
     runs_cmd,
     serve_cmd,
@@ -36,6 +37,7 @@ app.command()(sweep_cmd.sweep)
 app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
+app.add_typer(models_cmd.app, name="models")  # base-model catalogue (issue 12)
 app.add_typer(jobs_cmd.app, name="jobs")  # fine-tuning jobs (cli/jobs_cmd.py)
 app.command()(jobs_cmd.worker)
 console = Console()
