@@ -92,15 +92,29 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _prepare_new(parent: LoadedRun, data: Path, workspace: Path) -> Any:
-    """The new data through the deployed run's own pipeline settings (columns, cleaning, split ratios, seed)."""
+def _labels_in(parent: LoadedRun, data: Path) -> set[str]:
+    """Every label the new file's records carry (records that do not parse are left to the data stage, which
+    names their line)."""
+    from tuneforge.data.sources import read_records
+    from tuneforge.tasks.base import RecordError
+
+    found: set[str] = set()
+    for raw, _src, _line in read_records(str(data), "auto", parent.task.name):
+        try:
+            found.update(parent.task.labels_of(parent.task.parse(raw, parent.config.data.columns, None)))
+        except RecordError:
+            continue
+    return found
+
+
+def _prepare_new(parent: LoadedRun, data: Path, workspace: Path, labels: list[str]) -> Any:
+    """The new data through the deployed run's own pipeline settings (columns, cleaning, split ratios, seed), with
+    the retrain's label list (so new data holding one intent only is fine)."""
     from tuneforge.api import prepare_data
 
-    if not data.is_file():
-        raise DataError("new data file not found", file=data, fix="give --data a JSONL/CSV file of labelled records")
     raw = parent.config.model_dump(mode="json")
     raw["model"]["from_run"] = None  # read with the deployed run's tokenizer settings, not its parent's
-    raw["data"].update(train=str(data), validation=None, test=None, labels=None, format="auto")
+    raw["data"].update(train=str(data), validation=None, test=None, labels=labels, format="auto")
     raw["output_dir"] = str(workspace)
     return prepare_data(parse_config(raw, data))
 
@@ -179,8 +193,10 @@ def retrain(model: str | Path, data: str | Path, *, replay: float = 0.3, workspa
     _check_task(parent)
     replay_count(0, 0, replay)  # a bad share fails before any work
     data = Path(data).expanduser().resolve()
-    new = _prepare_new(parent, data, space)
-    labels = _labels_for(parent, new.labels, from_base, data)
+    if not data.is_file():
+        raise DataError("new data file not found", file=data, fix="give --data a JSONL/CSV file of labelled records")
+    labels = _labels_for(parent, sorted(_labels_in(parent, data)), from_base, data)
+    new = _prepare_new(parent, data, space, labels)
     old_test, base = _original(parent)
     run_name = name or _free_name(space, parent.name)
     if (space / run_name).exists():
