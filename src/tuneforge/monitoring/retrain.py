@@ -115,6 +115,9 @@ def _prepare_new(parent: LoadedRun, data: Path, workspace: Path, labels: list[st
     raw = parent.config.model_dump(mode="json")
     raw["model"]["from_run"] = None  # read with the deployed run's tokenizer settings, not its parent's
     raw["data"].update(train=str(data), validation=None, test=None, labels=labels, format="auto")
+    if not raw["data"]["split"]["test"] or not raw["data"]["split"]["validation"]:
+        # the deployed run had its own validation/test files: split the new data 80/10/10 (same seed)
+        raw["data"]["split"].update(train=0.8, validation=0.1, test=0.1)
     raw["output_dir"] = str(workspace)
     return prepare_data(parse_config(raw, data))
 

@@ -39,11 +39,15 @@ class ChampionFollower:
         if now - self._last < self.interval_s:
             return
         self._last = now
+        from tuneforge.monitoring.registry_aliases import RegistryError
+
         try:
             registry = self._open()
             if registry is None:
                 return
             pool.aliases = self._champions(registry, pool)  # one assignment: readers see the old or the new map
+        except RegistryError as exc:  # e.g. MLFLOW_TRACKING_URI names a store not created yet: nothing to follow
+            log.debug("no champion aliases to follow: %s", exc)
         except Exception as exc:  # a locked or unreachable store keeps the last known champions
             log.warning("champion aliases not refreshed: %s", exc)
 
