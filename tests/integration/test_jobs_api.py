@@ -103,6 +103,24 @@ def test_supervised_job_end_to_end(jobs_server: Any) -> None:
     run = jobs_server.workspace / job.id  # a normal run folder, trained on the stored file
     assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 4
     assert "/.tuneforge/files/" in (run / "config.yaml").read_text()
+    _continue_from(client, job, file_id, jobs_server.workspace)
+
+
+def _continue_from(client: Any, parent: Any, file_id: str, workspace: Path) -> None:
+    """`model` naming a finished job's `ft:` id continues training its adapter (model.from_run)."""
+    import yaml
+
+    body = _refused(lambda: client.fine_tuning.jobs.create(model=parent.fine_tuned_model, training_file=file_id,
+                                                           method={"type": "dpo"}))  # an sft run cannot go on as dpo
+    assert body["param"] == "model" and "sft run" in body["message"]
+    fast = {**FAST_SFT, "training": {**FAST_SFT["training"], "max_steps": 2}}
+    job = client.fine_tuning.jobs.create(model=parent.fine_tuned_model, training_file=file_id, suffix="more",
+                                         extra_body={"tuneforge": fast})
+    job = wait_for(client, job.id, finished)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"ft:tiny:tests:more:{job.id}"  # the base stays the parent's
+    model = yaml.safe_load((workspace / job.id / "config.yaml").read_text())["model"]
+    assert model["from_run"] == str((workspace / parent.id).resolve())
 
 
 def test_dpo_job_end_to_end(jobs_server: Any) -> None:

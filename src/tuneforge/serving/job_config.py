@@ -2,7 +2,8 @@
 
 What OpenAI's fields mean here:
 - `model`: a base model of the workspace catalogue (`tuneforge models add NAME PATH`), `default` (the bundled
-  MiniLM), or a finished run (its folder name or its `ft:` id) to continue from;
+  MiniLM), or a finished run to continue training from (`model.from_run`): its folder name, a job's `ft:` id or a
+  checkpoint's `ft:...:ckpt-step-N` id;
 - `training_file` / `validation_file`: ids of the Files API (`data.train` / `data.validation`);
 - `method.type`: `supervised` -> task `sft`; `dpo` -> task `preference` with algorithm `dpo` and its `beta`;
 - `hyperparameters`: `n_epochs` -> training.epochs, `batch_size` -> training.batch_size,
@@ -30,6 +31,7 @@ FT_PREFIX = "ft:"
 # keys of the tuneforge extension that only the server sets (each with the job field that sets it instead)
 FORBIDDEN = {"name": "the job id names the run", "output_dir": "runs live in the server's workspace",
              "plugins": "plug-in code is not loaded from requests", "model.path": "use `model`",
+             "model.from_run": "name the run (or its ft: id) in `model`",
              "model.allow_hub": "the server does not download models", "model.trust_remote_code": "not from requests",
              "data.train": "use `training_file`", "data.validation": "use `validation_file`",
              "data.test": "upload it and use `validation_file`, or let tuneforge split the training file",
@@ -121,16 +123,18 @@ def base_model(workspace: Path, name: str) -> str:
 
 
 def finished_run(workspace: Path, name: str) -> Path | None:
-    """The folder of a finished run named by folder name or `ft:` id, or None."""
-    for folder in [workspace / name] if "/" not in name and not name.startswith(FT_PREFIX) else []:
-        if (folder / "metrics.json").is_file():
-            return folder
+    """The folder of a finished run named by its folder name, a job's `ft:` id or a checkpoint's
+    `ft:...:ckpt-step-N` id; None when there is none."""
     if name.startswith(FT_PREFIX):
-        job_id = name.rsplit(":", 1)[-1]
-        folder = workspace / job_id
-        if re.fullmatch(r"ftjob-[0-9a-f]+", job_id) and (folder / "metrics.json").is_file() \
-                and served_name(folder) == name:
-            return folder
+        parts = name.split(":")
+        step = re.fullmatch(r"ckpt-step-(\d+)", parts[-1])
+        job_id = parts[-2] if step else parts[-1]
+        if not re.fullmatch(r"ftjob-[0-9a-f]+", job_id):
+            return None
+        folder = workspace / (f"{job_id}.ckpt-{step.group(1)}" if step else job_id)
+        return folder if (folder / "metrics.json").is_file() and served_name(folder) == name else None
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) and (workspace / name / "metrics.json").is_file():
+        return workspace / name
     return None
 
 
@@ -175,7 +179,7 @@ def build_config(workspace: Path, job_id: str, body: dict[str, Any]) -> Any:
         if hyper.get("beta", "auto") != "auto":
             task["beta"] = float(hyper["beta"])
     raw: dict[str, Any] = {"name": job_id, "output_dir": str(workspace), "task": task,
-                           "model": {"path": _model_path(workspace, body["model"])},
+                           "model": _model_section(workspace, body["model"]),
                            "data": {"train": str(file_path(workspace, body["training_file"], "training_file"))}}
     if body.get("validation_file"):
         raw["data"]["validation"] = str(file_path(workspace, body["validation_file"], "validation_file"))
@@ -201,6 +205,8 @@ def build_config(workspace: Path, job_id: str, body: dict[str, Any]) -> Any:
         if task_extra.get(name):
             raise JobInputError(f"tuneforge.task.{name} names a path on the server; not from requests",
                                 param=f"tuneforge.task.{name}")
+    if cfg.model.from_run:
+        _check_continuation(cfg)
     multiplier = hyper.get("learning_rate_multiplier", "auto")
     if multiplier != "auto":
         lr = cfg.learning_rate() * float(multiplier)
@@ -208,13 +214,25 @@ def build_config(workspace: Path, job_id: str, body: dict[str, Any]) -> Any:
     return cfg
 
 
-def _model_path(workspace: Path, model: str) -> str:
-    run = finished_run(workspace, model)
-    if run is None:
-        return base_model(workspace, model)
-    raise JobInputError(f"continuing from the finished run {model!r} is not supported yet", param="model",
-                        code="unsupported_model", fix="name a base model of the catalogue (`tuneforge models add`) "
-                                                      "or `default`")
+def _model_section(workspace: Path, model: str) -> dict[str, Any]:
+    """`model.path` of a catalogue base (or `default`), else `model.from_run` of a finished run (continue it)."""
+    from tuneforge.registry.base_models import is_base
+
+    run = None if is_base(workspace, model) else finished_run(workspace, model)
+    return {"from_run": str(run)} if run is not None else {"path": base_model(workspace, model)}
+
+
+def _check_continuation(cfg: Any) -> None:
+    """A continued run must match its parent (task, adapter settings, labels): checked now, not by the worker."""
+    from tuneforge.errors import ConfigError
+    from tuneforge.training.continuation import with_parent_run
+
+    try:
+        with_parent_run(cfg)
+    except ConfigError as exc:
+        key = getattr(exc, "key", None)
+        raise JobInputError(str(exc), param="model" if key in (None, "model.from_run") else f"tuneforge.{key}",
+                            code="invalid_model") from None
 
 
 def job_hyperparameters(body: dict[str, Any]) -> dict[str, Any]:
