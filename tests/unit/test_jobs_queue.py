@@ -118,3 +118,20 @@ def test_processes_claim_every_job_exactly_once(tmp_path: Path) -> None:
     for p in procs:
         p.join(timeout=60)
     assert sorted(claimed) == [f"ftjob-{i:04d}" for i in range(60)]
+
+
+def test_the_service_refuses_a_job_that_cannot_work_and_queues_nothing(tmp_path: Path) -> None:
+    from tuneforge.serving.job_config import JobInputError
+    from tuneforge.serving.jobs_service import JobsService
+
+    jobs = JobsService(tmp_path)
+    with pytest.raises(JobInputError) as bad:
+        jobs.create({"model": "default", "training_file": "file-x", "hyperparameters": {"bogus": 1}})
+    assert bad.value.param == "hyperparameters.bogus"
+    with pytest.raises(JobInputError) as missing:
+        jobs.create({"model": "default", "training_file": "file-x"})
+    assert missing.value.param == "training_file" and missing.value.code == "file_not_found"
+    with pytest.raises(JobInputError) as forbidden:
+        jobs.create({"model": "default", "training_file": "file-x", "tuneforge": {"plugins": ["evil.py"]}})
+    assert forbidden.value.param == "tuneforge.plugins"
+    assert jobs.list() == ([], False)

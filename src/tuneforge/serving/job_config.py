@@ -171,6 +171,8 @@ def build_config(workspace: Path, job_id: str, body: dict[str, Any]) -> Any:
     from tuneforge.errors import ConfigError
 
     workspace = workspace.resolve()
+    extra = body.get("tuneforge") or {}
+    _check_extension(extra)  # before any file or model is looked up
     method = body.get("method") or {"type": "supervised"}
     hyper = job_hyperparameters(body)
     task: dict[str, Any] = {"name": "sft"}
@@ -191,8 +193,6 @@ def build_config(workspace: Path, job_id: str, body: dict[str, Any]) -> Any:
     if body.get("seed") is not None:
         training["seed"] = int(body["seed"])
     raw["training"] = training
-    extra = body.get("tuneforge") or {}
-    _check_extension(extra)
     raw = _merge(raw, extra)
     try:
         cfg = parse_config(raw, source="the job body")

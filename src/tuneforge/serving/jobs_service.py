@@ -26,6 +26,21 @@ def new_job_id() -> str:
     return f"ftjob-{uuid.uuid4().hex[:24]}"
 
 
+def _validated(body: Any) -> Any:
+    """The create body as the route validates it; a JobInputError naming the first bad field (as the API's 400)."""
+    from pydantic import ValidationError
+
+    from tuneforge.serving.job_config import JobInputError
+    from tuneforge.serving.protocol_jobs import CreateJobRequest
+
+    try:
+        return CreateJobRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise JobInputError(f"{where}: {first.get('msg')}", param=where) from None
+
+
 class JobsService:
     def __init__(self, workspace: str | Path, queue: str | None = None) -> None:
         self.workspace = Path(workspace).resolve()
@@ -35,7 +50,7 @@ class JobsService:
         """Check and enqueue a job. `body`: the OpenAI create body (a dict or protocol_jobs.CreateJobRequest)."""
         from tuneforge.serving.protocol_jobs import CreateJobRequest
 
-        request = body if isinstance(body, CreateJobRequest) else CreateJobRequest.model_validate(body)
+        request = body if isinstance(body, CreateJobRequest) else _validated(body)
         fields = request.model_dump(mode="json", exclude_none=True)
         job_id = new_job_id()
         build_config(self.workspace, job_id, fields)  # refused here (400 naming the field), never queued to fail
