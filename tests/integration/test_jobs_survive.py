@@ -112,8 +112,8 @@ def test_real_small_lm_job_through_the_api(tmp_path: Path) -> None:
             client: Any = server.client()
             job = client.fine_tuning.jobs.create(
                 model="tinystories", training_file=upload(client, chat_lines(64)), suffix="stories",
-                hyperparameters={"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 4},
-                extra_body={"tuneforge": {"data": {"max_length": 64}, "training": {"eval_steps": 10}}})
+                hyperparameters={"n_epochs": 10, "batch_size": 8, "learning_rate_multiplier": 10},
+                extra_body={"tuneforge": {"data": {"max_length": 64}, "training": {"eval_steps": 20}}})
             job = wait_for(client, job.id, finished, timeout=900)
             assert job.status == "succeeded", job.error
             metrics = [e.data for e in reversed(client.fine_tuning.jobs.list_events(job.id, limit=500).data)
