@@ -16,6 +16,7 @@ from tuneforge.cli import (
     export_cmd,
     forget_cmd,
     generate_cmd,
+    jobs_cmd,
     models_cmd,
     plan_cmd,
     runs_cmd,
@@ -39,6 +40,13 @@ app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
 app.add_typer(models_cmd.app, name="models")  # base-model catalogue (issue 12)
+app.add_typer(jobs_cmd.app, name="jobs")  # fine-tuning jobs (cli/jobs_cmd.py)
+app.command()(jobs_cmd.worker)
+from tuneforge.cli import retrain_cmd  # noqa: E402 - retrain / promote / rollback (issue 15, point 3)
+
+app.command()(retrain_cmd.retrain)
+app.command()(retrain_cmd.promote)
+app.command()(retrain_cmd.rollback)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -144,6 +144,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     from tuneforge.serving.routes_files import router as files_router  # files API (/v1/files): scope jobs
 
     app.include_router(files_router)
+    from tuneforge.serving.routes_jobs import router as jobs_router  # fine-tuning jobs (serving/routes_jobs.py)
+
+    app.include_router(jobs_router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

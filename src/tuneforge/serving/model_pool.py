@@ -43,7 +43,7 @@ def discover_runs(workspace: Path, wanted: list[str] | None = None,
                 continue
             if (folder / "metrics.json").is_file() and (folder / "model" / "tuneforge.json").is_file():
                 try:
-                    runs.append(load_run(folder))
+                    runs.append(_named(load_run(folder)))
                 except TuneforgeError as exc:  # one unreadable run folder must not take the others offline
                     log.warning("not serving %s: %s", folder, exc)
     named: dict[str, LoadedRun] = {}
@@ -52,6 +52,14 @@ def discover_runs(workspace: Path, wanted: list[str] | None = None,
             raise RunError(f"two models would be called {run.name!r}", fix="serve runs whose folder names differ")
         named[run.name] = run
     return named
+
+
+def _named(run: LoadedRun) -> LoadedRun:
+    """A fine-tuning job's run answers to its `ft:` id (serving/job_config.py), any other run to its folder name."""
+    from tuneforge.serving.job_config import served_as, served_name
+
+    name = served_name(run.path)
+    return served_as(run, name) if name else run
 
 
 def share_key(run: LoadedRun) -> str | None:
@@ -73,6 +81,7 @@ class ModelPool:
             self._name_adapter(name)
         self._default: tuple[Any, Any] | None = None
         self.loads = 0  # adapter loads so far (a test and the metrics read it)
+        self.aliases: dict[str, str] = {}  # registered model name -> its champion's run (serving/champion.py)
 
     @property
     def resident_adapters(self) -> list[str]:
@@ -87,6 +96,25 @@ class ModelPool:
             self._name_adapter(run.name)
             self.runs[run.name] = run
 
+    # ---- registered names following their champion (serving/champion.py) ------------------------------------
+    def resolve(self, name: str) -> str:
+        """The run a requested model name means: a registered name's champion run, else the name itself."""
+        return self.aliases.get(name, name)
+
+    def ensure(self, run_dir: Path) -> str | None:
+        """The pool name of a finished run folder, loading it if new; None when it is not a finished run or its
+        folder name is taken by another run."""
+        run_dir = Path(run_dir).resolve()
+        known = self.runs.get(run_dir.name)
+        if known is not None:
+            return run_dir.name if Path(known.path).resolve() == run_dir else None
+        try:
+            self.add(load_run(run_dir))
+        except TuneforgeError as exc:
+            log.warning("cannot serve %s: %s", run_dir, exc)
+            return None
+        return run_dir.name
+
     @property
     def shared_bases(self) -> int:
         """Base models in memory that hold adapter runs (one per share key)."""
@@ -94,6 +122,7 @@ class ModelPool:
 
     def acquire(self, name: str) -> LoadedRun:
         """The run, loaded, with its adapter active."""
+        name = self.resolve(name)
         run = self.runs[name]
         if not run.is_adapter:
             run.loaded(self.device)

@@ -41,6 +41,8 @@ class ServeSettings:
     retention_days: float | None = 30.0
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
+    jobs_queue: str | None = None  # fine-tuning jobs queue URL (PostgreSQL); None: the workspace's SQLite file
+    champion_check_s: float = 2.0  # how often registered names re-read their `champion` alias (serving/champion.py)
 
 
 class ApiError(Exception):
@@ -89,6 +91,9 @@ class ServingState:
                                       redact_pii=settings.redact_pii, retention_days=settings.retention_days)
         self.limiter = RateLimiter()
         self._last_scan = time.monotonic()
+        from tuneforge.serving.champion import ChampionFollower
+
+        self.champions = ChampionFollower(settings.workspace, settings.champion_check_s)
 
     def find_new_runs(self) -> None:
         """Pick up runs that finished in the workspace since start-up (at most one scan a second; only when the
@@ -97,8 +102,13 @@ class ServingState:
         if self.settings.runs or now - self._last_scan < 1.0:
             return
         self._last_scan = now
-        for run in discover_runs(self.settings.workspace, known=frozenset(self.engine.runs)).values():
+        known = frozenset(run.path.name for run in self.engine.runs.values())  # folder names (jobs' runs: ft: ids)
+        for run in discover_runs(self.settings.workspace, known=known).values():
             self.engine.pool.add(run)
+
+    def follow_champions(self) -> None:
+        """Registered model names answer with their `champion` alias's run (re-read every few seconds)."""
+        self.champions.refresh(self.engine.pool)
 
     def authenticate(self, request: Request, scope: str = "inference", secret: str | None = None) -> ApiKey:
         """The caller's key (Bearer header, or `secret` from a dashboard session), checked for `scope` and rate."""
