@@ -176,3 +176,34 @@ class GracefulStop(TrainerCallback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+LIVE_METRICS = "logs/metrics.jsonl"
+
+
+class LiveMetricsLog(TrainerCallback):
+    """Appends every logged step (train loss, eval metrics) to the run folder's `logs/metrics.jsonl` as it happens,
+    so a dashboard can draw the curves of a run that is still training. One JSON object a line, flushed at once; a
+    resume appends again from its checkpoint's step, and readers keep the last value per step."""
+
+    def __init__(self, run_dir: Any) -> None:
+        from pathlib import Path
+
+        self.path = Path(run_dir) / LIVE_METRICS
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        import json
+        import time
+
+        from tuneforge.training.distributed import is_main
+
+        numbers = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float) and math.isfinite(v)}
+        if not numbers or not is_main():
+            return
+        line = json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(), **numbers})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError:  # a live view is a convenience: a full disk must not stop the run here
+            pass
