@@ -137,6 +137,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     _install_error_handlers(app, state)
     app.include_router(public_router)
     app.include_router(router)
+    from tuneforge.serving.routes_jobs import router as jobs_router  # fine-tuning jobs (serving/routes_jobs.py)
+
+    app.include_router(jobs_router)
     from tuneforge.serving.dashboard import install as install_dashboard  # the pages at `/`
 
     install_dashboard(app)

@@ -1,0 +1,202 @@
+"""A worker: claims jobs from the queue and runs each as a normal tuneforge run, in a child training process.
+
+The child (`job_training.py`) trains; the worker holds the claim (renewing its lease), watches for cancel and pause,
+and records the outcome. Training in a child means a cancel, a crash in training or a kill of the worker never takes
+the server down, and the child dies with its worker (PR_SET_PDEATHSIG), so a job is never trained twice at once.
+A claimed job whose run folder already holds a config resumes from its last checkpoint (`tuneforge train --resume`):
+after a crash of the worker or the machine the job costs at most the steps since that checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tuneforge.errors import TuneforgeError
+from tuneforge.registry.files import read_json, write_json, write_text
+from tuneforge.serving.job_config import JOB_RECORD, JobInputError, build_config
+from tuneforge.serving.jobs_queue import LEASE_S, JobQueue, JobRecord, local_worker_alive, worker_id
+
+log = logging.getLogger("tuneforge.worker")
+
+
+def job_dir(workspace: Path, job_id: str) -> Path:
+    """Where the worker keeps a job's config, the child's log and its outcome (apart from the run folder, which
+    must be empty when a run starts)."""
+    return workspace / ".tuneforge" / "jobs" / job_id
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgrp()  # a Ctrl-C to the worker's terminal reaches the worker, which stops the child cleanly
+
+
+class Worker:
+    def __init__(self, workspace: str | Path, queue: str | None = None, *, lease_s: float = LEASE_S,
+                 poll_s: float = 1.0, threads: int | None = None) -> None:
+        self.workspace = Path(workspace).resolve()
+        self.queue = JobQueue.open(self.workspace, queue, lease_s)
+        self.queue_url = queue or str(self.queue.url)
+        self.id = worker_id()
+        self.poll_s, self.threads = poll_s, threads
+        self.stop = threading.Event()
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def run(self, max_jobs: int | None = None) -> int:
+        """Claim and run jobs until `stop` is set (SIGTERM/SIGINT in `serve_forever`) or `max_jobs` ran."""
+        done = 0
+        while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
+            job = self.queue.claim(self.id, alive=local_worker_alive)
+            if job is None:
+                self.stop.wait(self.poll_s)
+                continue
+            self.execute(job)
+            done += 1
+        return done
+
+    def serve_forever(self) -> None:
+        """`tuneforge worker`: run until SIGTERM or Ctrl-C, then hand the running job back (checkpoint first)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+        log.info("worker %s on %s", self.id, self.queue.describe())
+        self.run()
+
+    # ---- one job ----------------------------------------------------------------------------------------
+    def execute(self, job: JobRecord) -> None:
+        if job.control in ("cancel", "pause"):  # asked while no worker held it (its worker had died)
+            self._stopped(job, job.control)
+            return
+        try:
+            cfg = build_config(self.workspace, job.id, job.request)
+        except JobInputError as exc:
+            self._fail(job, exc.code, str(exc), exc.param)
+            return
+        except TuneforgeError as exc:
+            self._fail(job, "invalid_config", str(exc), None)
+            return
+        run_dir = cfg.run_dir
+        if (run_dir / "metrics.json").is_file():  # finished before its worker could record it
+            self._succeeded(job, run_dir)
+            return
+        resume = (run_dir / "config.yaml").is_file()
+        if run_dir.exists() and not resume:  # died before its data was prepared: nothing to keep
+            import shutil
+
+            shutil.rmtree(run_dir)
+        folder = job_dir(self.workspace, job.id)
+        from tuneforge.config import dump_config
+
+        write_text(folder / "config.yaml", dump_config(cfg))
+        (folder / "result.json").unlink(missing_ok=True)
+        self.queue.add_event(job.id, f"Fine-tuning job {'resumed' if resume else 'started'} by worker {self.id}"
+                             f" (attempt {job.attempts})", data={"worker": self.id, "attempt": job.attempts})
+        code = self._train(job, folder, resume)
+        self._record(job, folder, code, run_dir)
+
+    def _train(self, job: JobRecord, folder: Path, resume: bool) -> int | None:
+        """Run the child to its end while holding the claim; None when the claim was lost."""
+        cmd = [sys.executable, "-m", "tuneforge.serving.job_training", str(folder / "config.yaml"), "--job", job.id,
+               "--queue", self.queue_url, "--worker", self.id, "--model-id", _model_id(job),
+               *(["--resume"] if resume else [])]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.threads:
+            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        with open(folder / "training.log", "ab") as out:
+            self.child = child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                                  preexec_fn=_die_with_parent)
+        beat, signalled = time.monotonic(), 0.0
+        while child.poll() is None:
+            time.sleep(0.2)
+            now = time.monotonic()
+            if now - beat >= self.queue.lease_s / 3:
+                beat = now
+                if not self.queue.heartbeat(job.id, self.id):  # the lease ran out and another worker took it
+                    child.kill()
+                    child.wait()
+                    return None
+            if signalled >= 0 and (self.stop.is_set() or self.queue.control(job.id, self.id) in ("cancel", "pause")):
+                signalled = signalled or now
+                # the child checks cancel/pause every step; one that has not started training (or is inside an
+                # evaluation) gets SIGTERM after 2 s: its GracefulStop saves a checkpoint at the end of the step
+                if self.stop.is_set() or now - signalled > 2.0:
+                    child.send_signal(signal.SIGTERM)
+                    signalled = -1.0
+        return child.returncode
+
+    def _record(self, job: JobRecord, folder: Path, code: int | None, run_dir: Path) -> None:
+        self.child = None
+        if code is None:
+            log.warning("job %s was claimed by another worker; left to it", job.id)
+            return
+        result = read_json(folder / "result.json") if (folder / "result.json").is_file() else {}
+        outcome = result.get("outcome")
+        if outcome == "succeeded":
+            self._succeeded(job, run_dir)
+            return
+        asked = self.queue.control(job.id, self.id)
+        if asked in ("cancel", "pause"):
+            self._stopped(job, asked)
+        elif asked == "lost":
+            return
+        elif self.stop.is_set() and outcome in ("stopped", None):  # the worker is shutting down: hand the job back
+            self.queue.add_event(job.id, "Worker stopped; the job goes back to the queue and resumes from its "
+                                         "last checkpoint")
+            self.queue.update(job.id, self.id, status="queued", worker=None, lease_until=None)
+        else:
+            error = result.get("error") or {"code": "training_failed", "param": None,
+                                            "message": f"the training process exited with code {code}; see "
+                                                       f"{folder / 'training.log'}"}
+            self._fail(job, error.get("code") or "training_failed", error["message"], error.get("param"))
+
+    def _succeeded(self, job: JobRecord, run_dir: Path) -> None:
+        name = _model_id(job)
+        write_json(run_dir / JOB_RECORD, {"fine_tuned_model": name, "job": job.id})  # the server's name for it
+        self.queue.update(job.id, self.id, status="succeeded", fine_tuned_model=name, finished_at=time.time(),
+                          control="", lease_until=None, trained_tokens=_trained_tokens(run_dir))
+        self.queue.add_event(job.id, f"The job has successfully completed: {name}", data={"fine_tuned_model": name})
+
+    def _stopped(self, job: JobRecord, asked: str) -> None:
+        if asked == "cancel":
+            self.queue.update(job.id, self.id, status="cancelled", finished_at=time.time(), control="",
+                              lease_until=None)
+            self.queue.add_event(job.id, "The job was cancelled; its last checkpoint is kept")
+        else:
+            self.queue.update(job.id, self.id, status="paused", control="", worker=None, lease_until=None)
+            self.queue.add_event(job.id, "The job was paused; resume continues from its last checkpoint")
+
+    def _fail(self, job: JobRecord, code: str, message: str, param: str | None) -> None:
+        self.queue.update(job.id, self.id, status="failed", finished_at=time.time(), lease_until=None, control="",
+                          error={"code": code, "message": message, "param": param})
+        self.queue.add_event(job.id, f"The job failed: {message}", level="error")
+
+
+def _model_id(job: JobRecord) -> str:
+    from tuneforge.serving.job_config import fine_tuned_name
+
+    return fine_tuned_name(job.model, job.org, job.request.get("suffix"), job.id)
+
+
+def _trained_tokens(run_dir: Path) -> int | None:
+    try:
+        steps = read_json(run_dir / "metrics.json").get("train", {})
+    except (OSError, ValueError):
+        return None
+    value: Any = steps.get("trained_tokens")
+    return int(value) if isinstance(value, int | float) else None
+
+
+def main(workspace: Path, queue: str | None, lease_s: float = LEASE_S, threads: int | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    Worker(workspace, queue, lease_s=lease_s, threads=threads).serve_forever()
