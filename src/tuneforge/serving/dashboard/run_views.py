@@ -139,7 +139,7 @@ def curves(run_dir: Path) -> dict[str, Any]:
     primary = metrics.get("primary_metric") or (_config(run_dir).get("evaluation") or {}).get("metric")
     return {"run": run_dir.name, "status": status.get("status") or ("finished" if metrics else "?"),
             "primary": primary, "points": sum(len(v) for k, v in series.items() if k in ("loss", "eval_loss")),
-            "series": {k: sorted(v.items()) for k, v in sorted(series.items())}}
+            "series": {k: [[s, x] for s, x in sorted(v.items())] for k, v in sorted(series.items())}}
 
 
 def details(run_dir: Path) -> dict[str, Any]:
