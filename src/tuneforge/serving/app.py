@@ -137,6 +137,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     _install_error_handlers(app, state)
     app.include_router(public_router)
     app.include_router(router)
+    from tuneforge.serving.routes_files import router as files_router  # files API (/v1/files): scope jobs
+
+    app.include_router(files_router)
     from tuneforge.serving.routes_jobs import router as jobs_router  # fine-tuning jobs (serving/routes_jobs.py)
 
     app.include_router(jobs_router)
