@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, base_config, make_intent_rows, write_jsonl
 from serve_harness import Server, running_server
 
+pytestmark = pytest.mark.slow  # trains three tiny runs and a job in a child process: minutes on a shared CPU
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 CHAT = [{"messages": [{"role": "user", "content": f"{w} order {i}"},
@@ -143,6 +144,7 @@ def test_dashboard_flow_in_chromium(server: Server, workspace: Path) -> None:
         assert page.inner_text("#job-status") == "succeeded", page.inner_text("#job-events")
         assert page.locator("#job-events li").count() >= 4
         assert page.inner_text("#job-model").startswith("ft:tiny-llama:")
+        assert not page.is_visible("#job-actions")  # nothing to pause or cancel any more
         shot("04-job-done")
 
         # the runs list, then the job's run page: its curves, report, per-step points
@@ -157,7 +159,8 @@ def test_dashboard_flow_in_chromium(server: Server, workspace: Path) -> None:
         page.goto(f"{server.url}/ui/runs/intent")
         _wait(lambda: _points(page, "[data-curves]"), 30, "the run's curves")
         assert page.locator("[data-curves] svg circle.point").count() >= 2
-        assert page.locator("iframe.report").count() == 1
+        page.frame_locator("iframe.report").locator("h1").wait_for()  # the report, embedded (sandboxed)
+        assert page.frame_locator("iframe.report").locator("h1").inner_text() == "Run report: intent"
         page.wait_for_selector(".plots img")
         shot("06-run-page")
 
@@ -178,14 +181,15 @@ def test_dashboard_flow_in_chromium(server: Server, workspace: Path) -> None:
         page.click("#pg-send")
         page.wait_for_selector("#pg-log .msg.assistant")
         assert page.locator("#pg-log .msg.user").inner_text() == "refund order 3"
+        shot("08-playground-chat")
         page.select_option("#pg-model", "intent")
         page.fill("#pg-input", "where is my parcel")
         page.click("#pg-send")
         reply = page.wait_for_selector("#pg-log .msg.assistant")
         assert any(label in reply.inner_text() for label in ("refund", "track", "cancel"))
-        shot("08-playground")
+        shot("09-playground-predict")
         page.goto(f"{server.url}/ui/registry")
-        shot("09-registry")
+        shot("10-registry")
         browser.close()
     print(f"screenshots: {ARTIFACTS}")
     assert errors == [], errors

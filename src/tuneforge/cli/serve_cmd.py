@@ -58,6 +58,7 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
     app = create_app(settings)
     names = ", ".join(app.state.serving.engine.runs) or "(no finished runs; only `default` embeddings)"
     console.print(f"serving {names} on http://{host}:{port}/v1  (keys: tuneforge keys create --name NAME)")
+    console.print(f"dashboard: http://{host}:{port}/  (log in with an API key)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

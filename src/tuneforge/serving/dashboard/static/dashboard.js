@@ -25,18 +25,21 @@ function el(name, attrs, parent) {
   return node;
 }
 
-function fmt(v) {
+// tick labels with as many decimals as the axis' step needs (a loss moving in its 4th decimal still reads)
+function fmt(v, step) {
   const a = Math.abs(v);
-  return a !== 0 && (a < 0.01 || a >= 10000) ? v.toExponential(1) : v.toFixed(a < 1 ? 3 : 2);
+  if (a >= 100000 || (a !== 0 && a < 1e-4)) return v.toExponential(2);
+  const decimals = Math.min(6, Math.max(0, Math.ceil(-Math.log10(step || 1)) + 1));
+  return v.toFixed(decimals);
 }
 
 // lines: [{name, points: [[x, y], ...]}]; one chart with axes, a polyline and dots per line, and a legend.
 function chart(title, lines) {
-  const W = 520, H = 260, L = 56, R = 12, T = 28, B = 36;
+  const W = 520, H = 276, L = 64, R = 12, T = 50, B = 36;
   const figure = document.createElement("figure");
   figure.className = "chart";
   const svg = el("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title}, figure);
-  el("text", {x: L, y: 16, class: "title"}, svg).textContent = title;
+  el("text", {x: L, y: 14, class: "title"}, svg).textContent = title;
   const all = lines.flatMap(l => l.points);
   if (!all.length) {
     el("text", {x: W / 2, y: H / 2, class: "empty", "text-anchor": "middle"}, svg).textContent = "no points yet";
@@ -50,11 +53,14 @@ function chart(title, lines) {
   const sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
   el("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis"}, svg);
   el("line", {x1: L, y1: T, x2: L, y2: H - B, class: "axis"}, svg);
+  const steps = new Set();
   for (let i = 0; i <= 4; i++) {
-    const y = y0 + (y1 - y0) * i / 4, x = x0 + (x1 - x0) * i / 4;
+    const y = y0 + (y1 - y0) * i / 4, x = Math.round(x0 + (x1 - x0) * i / 4);
     el("line", {x1: L, y1: sy(y), x2: W - R, y2: sy(y), class: "grid"}, svg);
-    el("text", {x: L - 6, y: sy(y) + 4, "text-anchor": "end", class: "tick"}, svg).textContent = fmt(y);
-    el("text", {x: sx(x), y: H - B + 16, "text-anchor": "middle", class: "tick"}, svg).textContent = Math.round(x);
+    el("text", {x: L - 6, y: sy(y) + 4, "text-anchor": "end", class: "tick"}, svg).textContent = fmt(y, (y1 - y0) / 4);
+    if (steps.has(x)) continue;  // steps are whole numbers: one label each
+    steps.add(x);
+    el("text", {x: sx(x), y: H - B + 16, "text-anchor": "middle", class: "tick"}, svg).textContent = x;
   }
   el("text", {x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle", class: "tick"}, svg).textContent = "step";
   lines.forEach((line, i) => {
@@ -62,9 +68,9 @@ function chart(title, lines) {
     const pts = line.points.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
     el("polyline", {points: pts, fill: "none", stroke: colour, "stroke-width": 2, class: "series"}, svg);
     for (const p of line.points) el("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.5, fill: colour, class: "point"}, svg);
-    const lx = L + 8 + i * 150;
-    el("rect", {x: lx, y: T - 4, width: 10, height: 10, fill: colour}, svg);
-    el("text", {x: lx + 14, y: T + 5, class: "legend"}, svg).textContent = line.name;
+    const lx = L + (i % 3) * 150, ly = 30 + Math.floor(i / 3) * 13;
+    el("rect", {x: lx, y: ly - 8, width: 10, height: 10, fill: colour}, svg);
+    el("text", {x: lx + 14, y: ly + 1, class: "legend"}, svg).textContent = line.name;
   });
   return figure;
 }
@@ -189,6 +195,8 @@ async function pollJob(box) {
     }));
     const link = document.getElementById("job-run");
     if (data.run && link) { link.href = "/ui/runs/" + encodeURIComponent(data.run); link.hidden = false; }
+    const actions = document.getElementById("job-actions");
+    if (actions && DONE.includes(data.status)) actions.hidden = true;
     const model = document.getElementById("job-model");
     if (data.fine_tuned_model && model) { model.textContent = data.fine_tuned_model; }
     const curves = box.querySelector("[data-job-curves]");
