@@ -215,3 +215,26 @@ def test_live_metrics_log_appends_each_logged_step(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / LIVE_METRICS).read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]  # the NaN-only log writes nothing
     assert curves(tmp_path)["series"] == {"eval_loss": [[2, 2.0]], "learning_rate": [[1, 1e-3]], "loss": [[1, 2.5]]}
+
+
+@pytest.mark.slow  # creating an MLflow store migrates its schema: tens of seconds on a shared CPU
+def test_registry_page_lists_versions_and_aliases_escaped(server: Server) -> None:
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{(server.workspace / 'mlflow.db').resolve()}"
+    client = MlflowClient(uri, registry_uri=uri)
+    client.create_registered_model("<b>intent", description="<i>support intents</i>")
+    for _ in range(2):
+        client.create_model_version("<b>intent", source=str(server.workspace / "plain" / "model"),
+                                    tags={"method": "lora"})
+    client.set_registered_model_alias("<b>intent", "champion", "2")
+    page = _login(server, server.key).get("/ui/registry")
+    assert page.status_code == 200
+    assert "<b>intent" not in page.text and "&lt;b&gt;intent" in page.text
+    assert "<i>support" not in page.text
+    assert "champion → v2" in page.text
+    rows = re.findall(r"<tr><td>v(\d+)</td><td>([^<]*)</td>", page.text)
+    assert rows == [("2", "champion"), ("1", "")]

@@ -115,8 +115,12 @@ async def run_page(request: Request, name: str, viewer: Viewer = Depends(view_pa
     folder = run_views.run_folder(_workspace(request), name)
     info = await asyncio.to_thread(run_views.details, folder)
     others = [r.name for r in run_views.list_runs(_workspace(request)) if r.name != name][:20]
-    return render(request, "run.html", viewer=viewer, run=info, served=name in _state(request).engine.runs,
-                  others=others)
+    state = _state(request)
+    state.find_new_runs()
+    # the model id it is served under: its folder name, or the `ft:` id of the job that made it
+    served = next((model for model, run in list(state.engine.runs.items()) if run.path.name == name), None)
+    return render(request, "run.html", viewer=viewer, run=info, served=served, others=others,
+                  job=name if name.startswith("ftjob-") else None)
 
 
 @router.get("/ui/api/runs/{name}/curves")

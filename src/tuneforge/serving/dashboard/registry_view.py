@@ -25,6 +25,17 @@ def _stores(workspace: Path) -> dict[str, dict[str, str]]:
     return stores
 
 
+_CLIENTS: dict[str, Any] = {}  # one client per store: opening a SQLite store checks its schema (seconds)
+
+
+def _client(uri: str) -> Any:
+    if uri not in _CLIENTS:
+        from mlflow.tracking import MlflowClient
+
+        _CLIENTS[uri] = MlflowClient(uri, registry_uri=uri)
+    return _CLIENTS[uri]
+
+
 def _stamp(ms: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000)) if ms else "-"
 
@@ -37,9 +48,7 @@ def registry(workspace: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for uri, runs in _stores(workspace).items():
         try:
-            from mlflow.tracking import MlflowClient
-
-            client = MlflowClient(uri, registry_uri=uri)
+            client = _client(uri)
             versions: dict[str, list[dict[str, Any]]] = {}
             for mv in client.search_model_versions(max_results=1000):
                 versions.setdefault(mv.name, []).append({
@@ -47,9 +56,13 @@ def registry(workspace: Path) -> list[dict[str, Any]]:
                     "status": mv.status, "created": _stamp(mv.creation_timestamp),
                     "aliases": list(mv.aliases or []), "tags": dict(mv.tags or {})})
             for model in client.search_registered_models(max_results=1000):
+                aliases = {str(alias): int(version) for alias, version in (model.aliases or {}).items()}
+                listed = sorted(versions.get(model.name, []), key=lambda v: -v["version"])
+                for version in listed:  # a version's own alias list is not filled in by a search
+                    version["aliases"] = sorted({*version["aliases"],
+                                                 *(a for a, v in aliases.items() if v == version["version"])})
                 out.append({"store": uri, "name": model.name, "description": model.description or "",
-                            "aliases": dict(model.aliases or {}),
-                            "versions": sorted(versions.get(model.name, []), key=lambda v: -v["version"])})
+                            "aliases": aliases, "versions": listed})
         except Exception as exc:  # a remote store down or an old schema: say which, show the rest
             out.append({"store": uri, "error": f"{type(exc).__name__}: {exc}"})
     return out
