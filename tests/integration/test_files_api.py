@@ -159,3 +159,28 @@ def test_models_list_catalogue_bases(server: Server, tmp_path: Path) -> None:
     finally:
         remove(server.workspace, "small")
     assert "small" not in {m.id for m in server.client().models.list().data}
+
+
+def test_uploads_have_their_own_size_limit(tmp_path: Path) -> None:
+    """Training files are larger than API requests: POST /v1/files takes up to max_upload_bytes, every other route
+    keeps max_body_bytes (413 past either). With CORS on, browsers may DELETE files too."""
+    from tuneforge.serving.app import ServeSettings
+
+    workspace = tmp_path / "runs"
+    workspace.mkdir()
+    big = jsonl([CHAT] * 1500)  # ~250 KB
+    assert 64 * 1024 < len(big) < 1 << 20
+    settings = ServeSettings(workspace=workspace, max_body_bytes=64 * 1024, max_upload_bytes=1 << 20,
+                             cors_origins=("http://ui.example",))
+    with running_server(settings) as server:
+        import httpx2 as httpx
+
+        preflight = httpx.options(f"{server.url}/v1/files/file-x", headers={
+            "Origin": "http://ui.example", "Access-Control-Request-Method": "DELETE"})
+        assert "DELETE" in preflight.headers.get("access-control-allow-methods", ""), preflight.headers
+        assert _upload(server, "big.jsonl", big).status == "processed"
+        with pytest.raises(openai.APIStatusError) as err:
+            _upload(server, "huge.jsonl", big * 5)
+        assert err.value.status_code == 413
+        resp = server.post("/v1/embeddings", {"model": "default", "input": "x" * len(big)})
+        assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 from pathlib import Path
@@ -73,6 +74,9 @@ def test_filename_is_metadata_only(tmp_path: Path) -> None:
     assert obj.filename == "../../x" and store.path_of(obj.id).name == f"{obj.id}.jsonl"
     assert obj2.filename == "/etc/passwd[31m.csv" and store.path_of(obj2.id).name == f"{obj2.id}.csv"
     assert obj2.format == "csv" and obj2.task == "classification"
+    zipped = store.create("chats.v2.jsonl.gz", "fine-tune", gzip.compress(jsonl([CHAT, CHAT])))
+    assert (zipped.status, zipped.records) == ("processed", 2)
+    assert store.path_of(zipped.id).name == f"{zipped.id}.jsonl.gz"
     assert len(clean_filename("a" * 1000)) == 255 and clean_filename("\x00\x07") == "upload"
 
 
@@ -119,3 +123,24 @@ def test_openai_dpo_file_loads_as_preference_pairs(tmp_path: Path) -> None:
     assert infer_task("jsonl", raw) == "preference" and line == 1
     assert task.parse(raw, ColumnsConfig(), None) == {
         "prompt": [{"role": "user", "content": "Say hi"}], "chosen": "Hello!", "rejected": "Go away."}
+
+
+def test_other_tuneforge_formats(tmp_path: Path) -> None:
+    """CSV, CoNLL and prompt/completion files are validated by their own readers and tasks; a reader's error names
+    the line (and the upload's name, not the server's path)."""
+    store = FileStore(tmp_path)
+    conll = store.create("ner.conll", "fine-tune", b"Paris\tB-LOC\nis\tO\n\nBob\tB-PER\n")
+    assert (conll.status, conll.task, conll.records) == ("processed", "token_classification", 2)
+    pc = store.create("pc.jsonl", "fine-tune", jsonl([{"prompt": "2+2?", "completion": "4"}]))
+    assert (pc.status, pc.task) == ("processed", "sft")
+    bad_csv = store.create("intents.csv", "fine-tune", b'text,label\nhello,greet\n"a",b,c\n')
+    assert bad_csv.status == "error" and bad_csv.task == "classification"
+    assert (bad_csv.status_details or "").startswith("line 3: ") and "more cells" in (bad_csv.status_details or "")
+    assert str(tmp_path) not in (bad_csv.status_details or "")
+
+
+def test_many_bad_lines_are_capped_and_counted(tmp_path: Path) -> None:
+    obj = FileStore(tmp_path).create("bad.jsonl", "fine-tune", jsonl([CHAT] + ["nope"] * 25))
+    details = obj.status_details or ""
+    assert details.count("malformed JSON") == 20 and "line 21:" in details and "line 22:" not in details
+    assert details.endswith("and 5 more invalid line(s)") and obj.records == 26

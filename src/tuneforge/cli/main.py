@@ -15,6 +15,7 @@ from tuneforge.cli import (
     data_cmd,
     export_cmd,
     generate_cmd,
+    jobs_cmd,
     models_cmd,
     plan_cmd,
     runs_cmd,
@@ -37,6 +38,8 @@ app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
 app.add_typer(models_cmd.app, name="models")  # base-model catalogue (issue 12)
+app.add_typer(jobs_cmd.app, name="jobs")  # fine-tuning jobs (cli/jobs_cmd.py)
+app.command()(jobs_cmd.worker)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -26,6 +26,7 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
           rate_limit: Annotated[int, typer.Option(help="Requests per minute per key (default for keys "
                                                        "without their own).")] = 600,
           max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 past it).")] = 1 << 20,
+          max_upload_bytes: Annotated[int, typer.Option(help="Largest file upload (POST /v1/files).")] = 100 << 20,
           max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
           max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt accepted, in tokens.")] = 4096,
           cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser calls from this origin "
@@ -37,7 +38,11 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
                                                              "(0: keep all).")] = 30.0,
           engine: Annotated[str, typer.Option(help="transformers (in this process) or vllm.")] = "transformers",
           dry_run: Annotated[bool, typer.Option("--dry-run", help="With --engine vllm: print the command.")] = False,
-          device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps.")] = "cpu") -> None:
+          device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps.")] = "cpu",
+          workers: Annotated[int, typer.Option(min=0, help="Fine-tuning job workers to run beside the "
+                                                           "server.")] = 0,
+          queue: Annotated[str | None, typer.Option(help="Jobs queue URL (postgresql://...); default: the "
+                                                         "workspace's SQLite file.")] = None) -> None:
     """Serve every finished run as an OpenAI-compatible API (chat, completions, embeddings, classify)."""
     if engine == "vllm":
         _serve_vllm(workspace, list(runs or []), host, port, max_adapters, dry_run)
@@ -52,14 +57,22 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
     settings = ServeSettings(workspace=workspace, runs=tuple(runs or ()), max_adapters=max_adapters,
                              max_batch=max_batch, batch_window_ms=batch_window_ms, rate_limit=rate_limit,
                              max_body_bytes=max_body_bytes, cors_origins=tuple(o for o in cors_origin or [] if o),
+                             max_upload_bytes=max_upload_bytes,
                              log_inputs=log_inputs, redact_pii=redact_pii,
                              retention_days=retention_days or None, device=device,
-                             limits=Limits(max_new_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens))
+                             limits=Limits(max_new_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens),
+                             jobs_queue=queue)
     app = create_app(settings)
     names = ", ".join(app.state.serving.engine.runs) or "(no finished runs; only `default` embeddings)"
     console.print(f"serving {names} on http://{host}:{port}/v1  (keys: tuneforge keys create --name NAME)")
     console.print(f"dashboard: http://{host}:{port}/  (log in with an API key)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    from tuneforge.cli.jobs_cmd import start_workers, stop_workers  # fine-tuning job workers (cli/jobs_cmd.py)
+
+    procs = start_workers(workspace, queue, workers)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        stop_workers(procs)
 
 
 

@@ -31,6 +31,7 @@ from tuneforge.serving.protocol_files import PURPOSES, FileObject
 FILES_DIR = Path(".tuneforge") / "files"
 DB_FILE = Path(".tuneforge") / "files.sqlite"
 MAX_FILENAME = 255
+_GZIP_READABLE = (".jsonl", ".ndjson", ".csv", ".tsv", ".conll")
 _UPLOAD_FIX = "upload it with POST /v1/files (client.files.create(file=..., purpose='fine-tune')) and use its id"
 _SCHEMA = """CREATE TABLE IF NOT EXISTS files (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, bytes INTEGER NOT NULL,
@@ -74,8 +75,10 @@ def clean_filename(name: str | None) -> str:
 def _extension(filename: str) -> str:
     """The stored file's extension: the client's, when it names a format tuneforge reads; else .jsonl (OpenAI's
     fine-tuning files are JSONL). Only this fixed set of extensions ever reaches the path."""
-    suffix = Path(filename.replace("\\", "/")).suffix.lower()
-    return suffix if suffix in known_extensions() else ".jsonl"
+    suffixes = [x.lower() for x in Path(filename.replace("\\", "/")).suffixes]
+    if len(suffixes) > 1 and suffixes[-1] == ".gz" and suffixes[-2] in _GZIP_READABLE:  # the readers gunzip these
+        return suffixes[-2] + ".gz"
+    return suffixes[-1] if suffixes and suffixes[-1] in known_extensions() else ".jsonl"
 
 
 def new_file_id() -> str:

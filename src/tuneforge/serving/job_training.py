@@ -29,8 +29,8 @@ class JobStopped(RunInterrupted):
 
 
 class JobReporter(TrainerCallback):
-    def __init__(self, queue: JobQueue, job_id: str, worker: str, checkpoint_model: str) -> None:
-        self.queue, self.job_id, self.worker, self.checkpoint_model = queue, job_id, worker, checkpoint_model
+    def __init__(self, queue: JobQueue, job_id: str, worker: str, model_id: str, cfg: Any = None) -> None:
+        self.queue, self.job_id, self.worker, self.model_id, self.cfg = queue, job_id, worker, model_id, cfg
         self.stopping = ""
         self.last: dict[str, float] = {}
 
@@ -61,7 +61,7 @@ class JobReporter(TrainerCallback):
                              data=data)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        asked = self.queue.control(self.job_id, self.worker)
+        asked = self.queue.progress(self.job_id, self.worker, state.global_step, state.max_steps)
         if asked == "lost":  # another worker holds the job now: write nothing more
             raise JobStopped(f"job {self.job_id} is no longer held by this worker")
         if asked in ("cancel", "pause") and not self.stopping:
@@ -69,11 +69,27 @@ class JobReporter(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
+    def _publish(self, step: int, model_id: str, metrics: dict[str, Any], kw: dict[str, Any]) -> Path | None:
+        """The servable copy of this checkpoint; a failure (a full disk) is reported, and training goes on: the
+        trainer's own checkpoint, which resuming needs, was written before this."""
+        from tuneforge.serving.job_checkpoints import publish_checkpoint
+
+        if self.cfg is None:
+            return None
+        try:
+            return publish_checkpoint(self.cfg, kw["model"], kw.get("processing_class"), step, model_id, metrics)
+        except Exception as exc:
+            self.queue.add_event(self.job_id, f"Could not write the servable checkpoint of step {step}: {exc}",
+                                 level="warn")
+            return None
+
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         step = state.global_step
-        path = Path(args.output_dir) / f"checkpoint-{step}"
         metrics = {"step": step, **{k: v for k, v in self.last.items() if v is not None}}
-        self.queue.add_checkpoint(self.job_id, step, metrics, f"{self.checkpoint_model}:ckpt-step-{step}", str(path))
+        model_id = f"{self.model_id}:ckpt-step-{step}"
+        path = self._publish(step, model_id, metrics, kw)
+        if path is not None:
+            self.queue.add_checkpoint(self.job_id, step, metrics, model_id, str(path))
         if self.stopping:
             self.queue.add_event(self.job_id, f"Checkpoint saved at step {step}; stopping ({self.stopping})",
                                  data={"step": step})
@@ -88,6 +104,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker", required=True)
     parser.add_argument("--model-id", required=True)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--parent-pid", type=int, default=None)
     return parser.parse_args(argv)
 
 
@@ -95,13 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     import tuneforge
     from tuneforge.config import load_config
     from tuneforge.registry.files import write_json
+    from tuneforge.serving.worker import die_with_parent
 
     args = _arguments(argv)
+    die_with_parent(args.parent_pid)  # never trains on after its worker died (a new worker resumes the job)
     result_file = args.config.with_name("result.json")
     queue = JobQueue(args.queue)
-    reporter = JobReporter(queue, args.job, args.worker, args.model_id)
+    cfg = load_config(args.config)
+    reporter = JobReporter(queue, args.job, args.worker, args.model_id, cfg)
     try:
-        done = tuneforge.train(load_config(args.config), resume=args.resume, quiet=True, callbacks=[reporter])
+        done = tuneforge.train(cfg, resume=args.resume, quiet=True, callbacks=[reporter])
     except RunInterrupted as exc:
         write_json(result_file, {"outcome": "stopped", "reason": reporter.stopping or "signal", "message": str(exc)})
         return EXIT_STOPPED

@@ -31,12 +31,12 @@ LEASE_S = 30.0  # a worker renews its lease every LEASE_S / 3; a job silent for 
 QUEUE_FILE = "jobs.sqlite"
 
 _JOB_COLUMNS = ("id", "created_at", "status", "model", "org", "request", "fine_tuned_model", "error", "started_at",
-                "finished_at", "worker", "lease_until", "control", "attempts", "trained_tokens")
+                "finished_at", "worker", "lease_until", "control", "attempts", "trained_tokens", "step", "total_steps")
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ft_jobs (id TEXT PRIMARY KEY, created_at {real} NOT NULL, status TEXT NOT NULL, "
     "model TEXT NOT NULL, org TEXT NOT NULL, request TEXT NOT NULL, fine_tuned_model TEXT, error TEXT, "
     "started_at {real}, finished_at {real}, worker TEXT, lease_until {real}, control TEXT NOT NULL DEFAULT '', "
-    "attempts INTEGER NOT NULL DEFAULT 0, trained_tokens INTEGER)",
+    "attempts INTEGER NOT NULL DEFAULT 0, trained_tokens INTEGER, step INTEGER, total_steps INTEGER)",
     "CREATE INDEX IF NOT EXISTS ft_jobs_status ON ft_jobs (status, created_at)",
     "CREATE TABLE IF NOT EXISTS ft_events (seq {serial}, job_id TEXT NOT NULL, created_at {real} NOT NULL, "
     "level TEXT NOT NULL, message TEXT NOT NULL, type TEXT NOT NULL, data TEXT)",
@@ -72,6 +72,8 @@ class JobRecord:
     control: str = ""  # "", "cancel" or "pause": asked of the worker running the job
     attempts: int = 0  # claims so far (> 1: the job was resumed after a worker died or it was paused)
     trained_tokens: int | None = None
+    step: int | None = None  # the last optimiser step its worker finished (progress; the step a cancel stops at)
+    total_steps: int | None = None
 
 
 @dataclass
@@ -245,11 +247,11 @@ class JobQueue:
                 rows = db.rows("SELECT * FROM ft_jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit + 1,))
         return [_job(r) for r in rows[:limit]], len(rows) > limit
 
-    def update(self, job_id: str, worker: str | None = None, **fields: Any) -> bool:
-        """Set fields of a job; with `worker`, only while that worker holds the claim. True when a row changed."""
+    def update(self, job_id: str, held_by: str | None = None, **fields: Any) -> bool:
+        """Set fields of a job; with `held_by`, only while that worker holds the claim. True when a row changed."""
         sets = ", ".join(f"{k} = ?" for k in fields)
         values = tuple(_encode(k, v) for k, v in fields.items())
-        guard, extra = (" AND worker = ?", (worker,)) if worker else ("", ())
+        guard, extra = (" AND worker = ?", (held_by,)) if held_by else ("", ())
         with self._tx(write=True) as db:
             return db.run(f"UPDATE ft_jobs SET {sets} WHERE id = ?{guard}", (*values, job_id, *extra)).rowcount == 1
 
@@ -303,6 +305,17 @@ class JobQueue:
         """What the worker holding a job must do now: "" (train on), "cancel", "pause", or "lost" (the job is not
         its own any more). Cheap: read every training step."""
         with self._tx() as db:
+            rows = db.rows("SELECT status, worker, control FROM ft_jobs WHERE id = ?", (job_id,))
+        if not rows or rows[0]["worker"] != worker or rows[0]["status"] != "running":
+            return "lost"
+        return rows[0]["control"] or ""
+
+    def progress(self, job_id: str, worker: str, step: int, total_steps: int) -> str:
+        """Record the step a worker has finished and return `control(...)` for it, in one transaction: every
+        training step calls this, so a cancel stored after it is seen at the end of the next step."""
+        with self._tx(write=True) as db:
+            db.run("UPDATE ft_jobs SET step = ?, total_steps = ? WHERE id = ? AND worker = ? AND status = 'running'",
+                   (step, total_steps, job_id, worker))
             rows = db.rows("SELECT status, worker, control FROM ft_jobs WHERE id = ?", (job_id,))
         if not rows or rows[0]["worker"] != worker or rows[0]["status"] != "running":
             return "lost"

@@ -111,7 +111,8 @@ class FineTuningJob(BaseModel):
                    model=job.model, organization_id=job.org, seed=int(body.get("seed") or 42), status=job.status,
                    trained_tokens=job.trained_tokens, training_file=body["training_file"],
                    validation_file=body.get("validation_file"), metadata=body.get("metadata"), method=shown,
-                   tuneforge={"run": job.id, "attempts": job.attempts, "worker": job.worker,
+                   tuneforge={"run": job.id, "attempts": job.attempts, "worker": job.worker, "step": job.step,
+                              "total_steps": job.total_steps,
                               "control": job.control or None, "extension": body.get("tuneforge")})
 
 

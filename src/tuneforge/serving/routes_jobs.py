@@ -64,6 +64,22 @@ def serve_if_finished(state: ServingState, job: JobRecord) -> None:
         state.engine.pool.add(served_as(load_run(state.settings.workspace / job.id), name))
 
 
+def serve_checkpoints(state: ServingState, ckpts: list[Any]) -> None:
+    """Listed checkpoints answer at once to their model ids (their servable run folders, job_checkpoints.py)."""
+    from pathlib import Path
+
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.registry.loaded_run import load_run
+
+    workspace = Path(state.settings.workspace).resolve()
+    for ckpt in ckpts:
+        folder = Path(ckpt.path)
+        if ckpt.model_id in state.engine.runs or folder.parent.resolve() != workspace:
+            continue
+        with contextlib.suppress(TuneforgeError):  # removed since (only the newest few are kept)
+            state.engine.pool.add(served_as(load_run(folder), ckpt.model_id))
+
+
 def _org(state: ServingState, key_id: str) -> str:
     from tuneforge.serving.job_config import org_of
 
@@ -120,6 +136,7 @@ async def job_events(job_id: str, request: Request, after: str | None = None,
 async def job_checkpoints(job_id: str, request: Request, after: str | None = None,
                           limit: int = Query(10, ge=1, le=100)) -> CheckpointList:
     ckpts, more = await _call(jobs_service(request).checkpoints, job_id, after, limit)
+    serve_checkpoints(request.app.state.serving, ckpts)
     data = [FineTuningJobCheckpoint.of(c) for c in ckpts]
     return CheckpointList(data=data, has_more=more, first_id=data[0].id if data else None,
                           last_id=data[-1].id if data else None)

@@ -33,14 +33,21 @@ def job_dir(workspace: Path, job_id: str) -> Path:
     return workspace / ".tuneforge" / "jobs" / job_id
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent(parent_pid: int | None) -> None:
+    """Called first thing in a worker's or training child's process: it gets SIGKILL when its parent dies
+    (Linux PR_SET_PDEATHSIG), so a killed server takes its workers along, and a killed worker its training; one
+    whose parent is already gone exits. Done in the child rather than in a `preexec_fn`, which is unsafe in a
+    process with threads (the server's)."""
+    if parent_pid is None:
+        return
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the lease still moves the job on when the parent dies
         pass
-    os.setpgrp()  # a Ctrl-C to the worker's terminal reaches the worker, which stops the child cleanly
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 class Worker:
@@ -62,7 +69,11 @@ class Worker:
             if job is None:
                 self.stop.wait(self.poll_s)
                 continue
-            self.execute(job)
+            try:
+                self.execute(job)
+            except Exception as exc:  # a bug in tuneforge: the job fails with a pointer to the log, the worker lives
+                log.exception("job %s", job.id)
+                self._fail(job, "server_error", f"{type(exc).__name__}: {exc} (see the worker's log)", None)
             done += 1
         return done
 
@@ -109,13 +120,14 @@ class Worker:
         """Run the child to its end while holding the claim; None when the claim was lost."""
         cmd = [sys.executable, "-m", "tuneforge.serving.job_training", str(folder / "config.yaml"), "--job", job.id,
                "--queue", self.queue_url, "--worker", self.id, "--model-id", _model_id(job),
+               "--parent-pid", str(os.getpid()),
                *(["--resume"] if resume else [])]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if self.threads:
             env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         with open(folder / "training.log", "ab") as out:
             self.child = child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                                  preexec_fn=_die_with_parent)
+                                                  start_new_session=True)  # Ctrl-C goes to the worker only
         beat, signalled = time.monotonic(), 0.0
         while child.poll() is None:
             time.sleep(0.2)
@@ -197,6 +209,8 @@ def _trained_tokens(run_dir: Path) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def main(workspace: Path, queue: str | None, lease_s: float = LEASE_S, threads: int | None = None) -> None:
+def main(workspace: Path, queue: str | None, lease_s: float = LEASE_S, threads: int | None = None,
+         parent_pid: int | None = None) -> None:
+    die_with_parent(parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     Worker(workspace, queue, lease_s=lease_s, threads=threads).serve_forever()
