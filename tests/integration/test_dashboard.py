@@ -58,6 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 history=[{"loss": 1.0, "step": 2}, {"eval_loss": 0.9, "eval_macro_f1": 0.4, "step": 2},
                          {"loss": 0.8, "step": 4}])
     _run_folder(workspace, EVIL_RUN, labels=[EVIL_LABEL, "ok"])
+    _run_folder(workspace, "plain.ckpt-4", labels=["refund"])  # a job's servable checkpoint: not a run to list
     live = _run_folder(workspace, "live", labels=[], status="training")
     # a resumed run logs step 4 again (the later line counts); the last line is still being written
     (live / "logs").mkdir()
@@ -187,6 +188,7 @@ def test_runs_search_and_curves_of_a_run_being_written(server: Server) -> None:
     client = _login(server, server.key)
     found = client.get("/ui/api/runs", params={"q": "training"}).json()["data"]
     assert [r["name"] for r in found] == ["live"]
+    assert sorted(r["name"] for r in client.get("/ui/api/runs").json()["data"]) == sorted([EVIL_RUN, "live", "plain"])
     page = client.get("/", params={"q": "plain"})
     assert 'data-run="plain"' in page.text and 'data-run="live"' not in page.text
     live = client.get("/ui/api/runs/live/curves").json()

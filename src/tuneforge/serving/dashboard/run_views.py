@@ -7,6 +7,7 @@ logs/metrics.jsonl) or damaged (bad YAML) still lists, with what can be read. No
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ FINISHED = ("finished", "failed", "interrupted")
 # Logged numbers that are bookkeeping, not curves
 _NOT_CURVES = ("runtime", "per_second", "total_flos", "train_loss", "epoch", "step", "time")
 PLOT_SUFFIXES = (".png", ".svg")
+# A job's servable checkpoints (serving/job_checkpoints.py) are run folders too; its job page lists them, the runs
+# list does not (three per job would bury the runs)
+CHECKPOINT_FOLDER = re.compile(r"\.ckpt-\d+$")
 
 
 @dataclass
@@ -82,7 +86,8 @@ def list_runs(workspace: Path, query: str = "") -> list[RunSummary]:
     if not workspace.is_dir():
         return []
     runs = [summarise(p) for p in workspace.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / "config.yaml").is_file()]
+            if p.is_dir() and not p.name.startswith(".") and (p / "config.yaml").is_file()
+            and not CHECKPOINT_FOLDER.search(p.name)]
     words = query.lower().split()
     if words:
         runs = [r for r in runs if all(any(w in f.lower() for f in (r.name, r.status, r.task, r.method))
