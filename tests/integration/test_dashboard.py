@@ -217,6 +217,46 @@ def test_live_metrics_log_appends_each_logged_step(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / LIVE_METRICS).read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]  # the NaN-only log writes nothing
     assert curves(tmp_path)["series"] == {"eval_loss": [[2, 2.0]], "learning_rate": [[1, 1e-3]], "loss": [[1, 2.5]]}
+    with open(tmp_path / LIVE_METRICS, "a") as fh:  # killed while writing a line; the resumed run appends
+        fh.write('{"step": 3, "lo')
+    LiveMetricsLog(tmp_path).on_log(None, SimpleNamespace(global_step=3, epoch=1.5), None, logs={"loss": 2.0})
+    assert curves(tmp_path)["series"]["loss"] == [[1, 2.5], [3, 2.0]]
+
+
+def test_launch_form_uploads_the_file_and_creates_the_job(server: Server, tiny_causal: Path) -> None:
+    from tuneforge.registry.base_models import add
+
+    add(server.workspace, "tiny-lm", tiny_causal)
+    client = _login(server, server.key)
+    form = client.get("/ui/launch")
+    assert form.status_code == 200 and '<option value="tiny-lm"' in form.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    fields = {"csrf": csrf, "model": "tiny-lm", "type": "supervised", "tf_method": "lora", "n_epochs": "3",
+              "batch_size": "auto", "suffix": "support", "tuneforge": '{"training": {"eval_steps": 2}}'}
+    good = "".join(json.dumps({"messages": [{"role": "user", "content": f"hi {i}"},
+                                            {"role": "assistant", "content": "hello"}]}) + "\n" for i in range(12))
+    bad = good + '{"messages": [{"role": "user", "content": "no answer"}]}\n{not json\n'
+    refused = client.post("/ui/launch", data=fields, files={"file": ("<b>bad</b>.jsonl", bad.encode())})
+    assert refused.status_code == 400 and "did not pass validation" in refused.text
+    assert "line 14" in refused.text and "<b>bad</b>" not in refused.text
+    assert 'value="support"' in refused.text  # the form comes back filled in
+    no_token = client.post("/ui/launch", data={**fields, "csrf": "x"}, files={"file": ("a.jsonl", good.encode())})
+    assert no_token.status_code == 403
+    created = client.post("/ui/launch", data=fields, files={"file": ("chat.jsonl", good.encode())})
+    assert created.status_code == 303, created.text[:500]
+    job_id = created.headers["location"].rsplit("/", 1)[1]
+    job = server.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+    assert job["status"] == "queued" and job["model"] == "tiny-lm"
+    assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == "auto"
+    assert job["tuneforge"]["extension"] == {"training": {"eval_steps": 2}, "method": {"name": "lora"}}
+    page = client.get(f"/ui/jobs/{job_id}")
+    assert page.status_code == 200 and f'data-job="/ui/api/jobs/{job_id}"' in page.text
+    live = client.get(f"/ui/api/jobs/{job_id}").json()
+    assert live["status"] == "queued" and live["run"] is None
+    assert [e["message"] for e in live["events"]][:2] == [
+        f"Validating training file: {job['training_file']}", "Files validated, moving job to queued state"]
+    assert client.post(f"/ui/jobs/{job_id}/cancel", data={"csrf": csrf}).status_code == 303
+    assert server.get(f"/v1/fine_tuning/jobs/{job_id}").json()["status"] == "cancelled"
 
 
 @pytest.mark.slow  # creating an MLflow store migrates its schema: tens of seconds on a shared CPU

@@ -99,7 +99,8 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
 
 def test_dashboard_flow_in_chromium(server: Server, workspace: Path) -> None:
     sync_api = _browser()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # this run's screenshots only
+    ARTIFACTS.mkdir(parents=True)
     errors: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[

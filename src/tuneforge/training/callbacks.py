@@ -190,6 +190,7 @@ class LiveMetricsLog(TrainerCallback):
         from pathlib import Path
 
         self.path = Path(run_dir) / LIVE_METRICS
+        self._started = False
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         import json
@@ -203,7 +204,12 @@ class LiveMetricsLog(TrainerCallback):
         line = json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(), **numbers})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+            with open(self.path, "a+b") as fh:
+                if fh.tell() and not self._started:  # a process killed mid-line: end its torn line first
+                    fh.seek(-1, 2)
+                    if fh.read(1) != b"\n":
+                        fh.write(b"\n")
+                self._started = True
+                fh.write(line.encode("utf-8") + b"\n")
         except OSError:  # a live view is a convenience: a full disk must not stop the run here
             pass
