@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from serve_harness import admin_key, openai, running_server
 
 ANSWER = "Your refund is on its way."

@@ -141,5 +141,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def child_main(argv: list[str], log_file: str, threads: int | None) -> None:
+    """The entry point in a fork-server child: output to the job's log, torch's threads, then `main`."""
+    import os
+
+    from tuneforge.serving.worker import die_with_parent
+
+    die_with_parent(os.getppid())  # the fork server: it exits with the worker, and this child with it
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    sys.exit(main(argv))
+
+
 if __name__ == "__main__":
     sys.exit(main())
