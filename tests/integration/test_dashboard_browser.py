@@ -76,10 +76,10 @@ def server(workspace: Path) -> Iterator[Server]:
         with running_server(ServeSettings(workspace=workspace, rate_limit=100_000)) as running:
             yield running
     finally:
-        worker.stop.set()
-        if worker.child is not None and worker.child.poll() is None:
-            worker.child.kill()
+        worker.stop.set()  # the worker stops its training child (a checkpoint first) and returns
         thread.join(timeout=60)
+        if worker.child is not None and worker.child.exitcode is None:
+            worker.child.kill()
 
 
 def _points(page: Any, selector: str) -> int:
