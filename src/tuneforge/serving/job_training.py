@@ -141,13 +141,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def child_main(argv: list[str], log_file: str, threads: int | None) -> None:
+def _exit_with(worker_pid: int) -> None:
+    """A watchdog thread: the child's parent is the fork server, which outlives a killed worker (each child holds
+    the fork server's liveness pipe open), so the child watches the worker itself and exits within half a second of
+    its death: a job is never trained by an orphan while a new worker resumes it."""
+    import os
+    import threading
+    import time
+
+    from tuneforge.serving.jobs_queue import pid_alive
+
+    def watch() -> None:
+        while pid_alive(worker_pid):
+            time.sleep(0.5)
+        os._exit(137)
+
+    threading.Thread(target=watch, name="tuneforge-worker-watch", daemon=True).start()
+
+
+def child_main(argv: list[str], log_file: str, threads: int | None, worker_pid: int) -> None:
     """The entry point in a fork-server child: output to the job's log, torch's threads, then `main`."""
     import os
 
-    from tuneforge.serving.worker import die_with_parent
-
-    die_with_parent(os.getppid())  # the fork server: it exits with the worker, and this child with it
+    _exit_with(worker_pid)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

@@ -400,13 +400,18 @@ def local_worker_alive(worker: str) -> bool:
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return True
+    return pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return _not_a_zombie(int(pid))
+    return _not_a_zombie(pid)
 
 
 def _not_a_zombie(pid: int) -> bool:

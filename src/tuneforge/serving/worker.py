@@ -2,7 +2,7 @@
 
 The child (`job_training.py`) trains; the worker holds the claim (renewing its lease), watches for cancel and pause,
 and records the outcome. Training in a child means a cancel, a crash in training or a kill of the worker never takes
-the server down, and the child dies with its worker (PR_SET_PDEATHSIG), so a job is never trained twice at once.
+the server down, and the child exits when its worker dies, so a job is never trained twice at once.
 A claimed job whose run folder already holds a config resumes from its last checkpoint (`tuneforge train --resume`):
 after a crash of the worker or the machine the job costs at most the steps since that checkpoint.
 """
@@ -54,7 +54,7 @@ _PRELOAD = ["tuneforge.serving.job_training", "tuneforge.api", "tuneforge.traini
 def training_context() -> Any:
     """Training children come from a fork server that imported torch, transformers, peft and trl once (about 9 s
     of CPU per job otherwise); forked from a single-threaded server process, never from the (threaded) worker.
-    The fork server exits when its worker dies, and each child dies with the fork server (PR_SET_PDEATHSIG)."""
+    Each child exits within half a second of its worker's death (job_training._exit_with)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
@@ -139,7 +139,7 @@ class Worker:
         argv = [str(folder / "config.yaml"), "--job", job.id, "--queue", self.queue_url, "--worker", self.id,
                 "--model-id", _model_id(job), *(["--resume"] if resume else [])]
         self.child = child = training_context().Process(
-            target=job_training.child_main, args=(argv, str(folder / "training.log"), self.threads),
+            target=job_training.child_main, args=(argv, str(folder / "training.log"), self.threads, os.getpid()),
             name=f"tuneforge-train-{job.id}")
         child.start()
         beat, signalled = time.monotonic(), 0.0
