@@ -65,6 +65,7 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
     app = create_app(settings)
     names = ", ".join(app.state.serving.engine.runs) or "(no finished runs; only `default` embeddings)"
     console.print(f"serving {names} on http://{host}:{port}/v1  (keys: tuneforge keys create --name NAME)")
+    console.print(f"dashboard: http://{host}:{port}/  (log in with an API key)", highlight=False)
     from tuneforge.cli.jobs_cmd import start_workers, stop_workers  # fine-tuning job workers (cli/jobs_cmd.py)
 
     procs = start_workers(workspace, queue, workers)
