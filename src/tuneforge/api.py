@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.config import RunConfig, resolve_config
+from tuneforge.config import RunConfig
+from tuneforge.config_resolve import resolve_config
 from tuneforge.console import console_or_default
 from tuneforge.errors import DataError, RunInterrupted
 from tuneforge.evaluation.run_evaluation import evaluate_run

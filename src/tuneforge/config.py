@@ -416,14 +416,3 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def resolve_config(config: RunConfig | str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """A RunConfig from an object or a YAML file (with `--set` overrides), every local path made absolute."""
-    cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
-    cfg = with_absolute_paths(cfg)
-    if cfg.model.from_run:  # the parent run decides the base model and the labels (its head)
-        from tuneforge.training.continuation import with_parent_run
-
-        cfg = with_parent_run(cfg)
-    return cfg

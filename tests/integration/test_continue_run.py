@@ -48,7 +48,8 @@ def _logits(model, tokenizer, texts: list[str]):
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_continued_run_starts_at_the_parents_weights(parents: dict[str, Path], method: str) -> None:
-    from tuneforge.config import parse_config, resolve_config
+    from tuneforge.config import parse_config
+    from tuneforge.config_resolve import resolve_config
     from tuneforge.registry.loaded_run import load_run
     from tuneforge.training import builder
 
@@ -89,7 +90,8 @@ def test_continued_lora_run_trains_on_and_records_its_parent(parents: dict[str, 
 
 
 def test_continuing_refuses_other_labels_and_method(parents: dict[str, Path], tmp_path: Path) -> None:
-    from tuneforge.config import parse_config, resolve_config
+    from tuneforge.config import parse_config
+    from tuneforge.config_resolve import resolve_config
     from tuneforge.errors import ConfigError
 
     def cfg(**extra):

@@ -220,7 +220,7 @@ def plan(config: RunConfig | str | Path, hardware: str = "local", devices: int =
          overrides: list[str] | None = None, examples: int | None = None, strict: bool = True) -> PlanResult:
     """Estimate peak memory per device and training time of a config. `strict`: raise ConfigError (with the plan
     attached as `.plan`) when the configured batch cannot fit the hardware."""
-    from tuneforge.config import resolve_config
+    from tuneforge.config_resolve import resolve_config
     from tuneforge.methods import METHODS
     from tuneforge.tasks import TASKS
 

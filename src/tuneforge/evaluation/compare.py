@@ -75,7 +75,7 @@ def score_rows(refs: np.ndarray, entrants: list[Entrant], metric: str, higher_is
 def compare(config: Any, *, runs: list[str] | None = None, overrides: list[str] | None = None,
             console: Any = None, out_dir: str | Path | None = None) -> ComparisonResult:
     """Measure the config's baselines and the given fine-tuned runs on its test split; write report.md/html."""
-    from tuneforge.config import resolve_config
+    from tuneforge.config_resolve import resolve_config
     from tuneforge.console import console_or_default
     from tuneforge.data.prepare import prepare_data
     from tuneforge.evaluation.compare_report import recommend, write_comparison_report

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     import tuneforge
     from tuneforge.config import load_config
     from tuneforge.registry.files import write_json
-    from tuneforge.serving.worker import die_with_parent
+    from tuneforge.serving.process_guard import die_with_parent
 
     args = _arguments(argv)
     die_with_parent(args.parent_pid)  # never trains on after its worker died (a new worker resumes the job)

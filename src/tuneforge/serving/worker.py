@@ -21,6 +21,7 @@ from tuneforge.errors import TuneforgeError
 from tuneforge.registry.files import read_json, write_json, write_text
 from tuneforge.serving.job_config import JOB_RECORD, JobInputError, build_config
 from tuneforge.serving.jobs_queue import LEASE_S, JobQueue, JobRecord, local_worker_alive, worker_id
+from tuneforge.serving.process_guard import die_with_parent
 
 log = logging.getLogger("tuneforge.worker")
 
@@ -29,23 +30,6 @@ def job_dir(workspace: Path, job_id: str) -> Path:
     """Where the worker keeps a job's config, the child's log and its outcome (apart from the run folder, which
     must be empty when a run starts)."""
     return workspace / ".tuneforge" / "jobs" / job_id
-
-
-def die_with_parent(parent_pid: int | None) -> None:
-    """Called first thing in a worker's or training child's process: it gets SIGKILL when its parent dies
-    (Linux PR_SET_PDEATHSIG), so a killed server takes its workers along, and a killed worker its training; one
-    whose parent is already gone exits. Done in the child rather than in a `preexec_fn`, which is unsafe in a
-    process with threads (the server's)."""
-    if parent_pid is None:
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the lease still moves the job on when the parent dies
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 _PRELOAD = ["tuneforge.serving.job_training", "tuneforge.api", "tuneforge.training.trainer", "peft", "trl"]
