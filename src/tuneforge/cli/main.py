@@ -15,6 +15,7 @@ from tuneforge.cli import (
     data_cmd,
     export_cmd,
     generate_cmd,
+    monitor_cmd,
     plan_cmd,
     runs_cmd,
     serve_cmd,
@@ -35,6 +36,8 @@ app.command()(sweep_cmd.sweep)
 app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
+app.command()(monitor_cmd.monitor)
+data_cmd.app.command("merge-labels")(monitor_cmd.merge_labels)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -1,0 +1,74 @@
+"""Monitoring's statistics, verdict rule and curation, on seeded synthetic data (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tuneforge.monitoring.drift import DriftCheck, categorical_test, holm, mmd_test, proportion_drop_test
+from tuneforge.monitoring.verdict import alarms
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_mmd_rejects_a_shift_and_not_the_same_distribution() -> None:
+    rng = np.random.default_rng(0)
+    ref = _unit(rng.normal(size=(200, 16)))
+    same = [mmd_test(ref, _unit(rng.normal(size=(60, 16))), permutations=300, seed=s).p_value for s in range(5)]
+    shifted = _unit(rng.normal(size=(60, 16)) + np.r_[1.0, np.zeros(15)])
+    assert min(same) > 0.01
+    assert mmd_test(ref, shifted, permutations=300).p_value < 0.01
+
+
+def test_categorical_test_flags_a_new_label_mix() -> None:
+    ref = {"a": 100, "b": 100, "c": 100}
+    assert categorical_test("l", ref, {"a": 20, "b": 21, "c": 19}).p_value > 0.3
+    assert categorical_test("l", ref, {"a": 55, "b": 3, "c": 2}).p_value < 1e-6
+
+
+def test_live_accuracy_drop_is_one_sided() -> None:
+    assert proportion_drop_test("acc", 30, 60, 0.9).p_value < 1e-6
+    assert proportion_drop_test("acc", 60, 60, 0.9).p_value > 0.5  # better than reference is no alarm
+
+
+def test_holm_adjusts_as_specified() -> None:
+    tests = holm([DriftCheck(n, 0, p, "") for n, p in (("a", 0.01), ("b", 0.04), ("c", 0.03))])
+    assert [round(t.p_adjusted, 6) for t in tests] == [0.03, 0.06, 0.06]
+
+
+def test_persistence_rule_needs_consecutive_drifted_windows() -> None:
+    w = [{"status": s} for s in ["ok", "drift", "ok", "drift", "drift", "drift", "insufficient", "drift", "drift"]]
+    assert alarms(w, 2) == [4, 8]
+    assert alarms(w, 3) == [5]
+
+
+def test_export_picks_low_confidence_rows_one_per_cluster() -> None:
+    from tuneforge.monitoring.curate import pick
+    from tuneforge.monitoring.log_reader import Served
+    from tuneforge.monitoring.reference import Reference
+
+    rng = np.random.default_rng(1)
+    centres = _unit(rng.normal(size=(4, 8))) * 5
+    emb = _unit(np.concatenate([c + rng.normal(scale=0.1, size=(10, 8)) for c in centres]))
+    conf = np.full(40, 0.95)
+    low = [3, 14, 25, 36]  # one uncertain input in each cluster
+    conf[low] = [0.2, 0.25, 0.3, 0.35]
+    rows = [Served(float(i), f"id-{i}", 0, f"text {i}", {"label": "a", "score": float(conf[i])}) for i in range(40)]
+    # every input is in the reference (novelty 0 for all), so confidence alone decides within a cluster
+    ref = Reference([], [], [], set(), emb, np.zeros(40), np.zeros(40), [], [])
+    picked = pick(rows, emb.astype(np.float32), ref, count=4)
+    assert sorted(p["request_id"] for p in picked) == sorted(f"id-{i}" for i in low)
+    assert len({p["cluster"] for p in picked}) == 4
+    assert all("low_confidence" in p["reasons"] for p in picked)
+
+
+@pytest.mark.parametrize("text", ["7", "x1d", "-3d", ""])
+def test_durations_are_checked(text: str) -> None:
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.monitoring.watch import parse_duration
+
+    with pytest.raises(TuneforgeError, match="--since"):
+        parse_duration(text, "--since")
+    assert parse_duration("36h", "--since") == 36 * 3600
