@@ -72,3 +72,24 @@ def test_durations_are_checked(text: str) -> None:
     with pytest.raises(TuneforgeError, match="--since"):
         parse_duration(text, "--since")
     assert parse_duration("36h", "--since") == 36 * 3600
+
+
+def test_verdict_levels_and_exit_codes() -> None:
+    from tuneforge.monitoring.monitor import MonitorSettings
+    from tuneforge.monitoring.verdict import decide
+
+    def window(i: int, status: str) -> dict:
+        tests = [{"name": "confidence", "p_value": 1e-5, "p_adjusted": 6e-5, "detail": "mean 0.4 vs 0.9"}]
+        return {"start": i * 86400.0, "end": (i + 1) * 86400.0, "requests": 50, "status": status,
+                "rejected": ["confidence"] if status == "drift" else [], "tests": tests if status == "drift" else []}
+
+    settings = MonitorSettings()
+    cases = {("ok", "ok", "ok"): ("ok", 0), ("ok", "drift", "ok"): ("warn", 3), ("ok", "drift", "drift"): ("drift", 4),
+             ("drift", "insufficient", "drift"): ("warn", 3)}
+    for statuses, (status, code) in cases.items():
+        verdict = decide("m", "log", [window(i, s) for i, s in enumerate(statuses)], settings, ["t.jsonl"], 30)
+        assert (verdict["status"], verdict["exit_code"]) == (status, code), statuses
+        if status != "ok":
+            assert any("confidence p=1e-05" in r for r in verdict["reasons"])
+    assert decide("m", "log", [window(0, "drift"), window(1, "drift")], settings, [], 30)["alarms"] == [
+        "1970-01-03T00:00Z"]
