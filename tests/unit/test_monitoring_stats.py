@@ -93,3 +93,28 @@ def test_verdict_levels_and_exit_codes() -> None:
             assert any("confidence p=1e-05" in r for r in verdict["reasons"])
     assert decide("m", "log", [window(0, "drift"), window(1, "drift")], settings, [], 30)["alarms"] == [
         "1970-01-03T00:00Z"]
+
+
+@pytest.mark.slow  # importing Evidently alone takes ~20 s
+def test_evidently_cross_check_reports_column_drift(tmp_path) -> None:
+    from tuneforge.monitoring.evidently_check import evidently_check, evidently_status
+
+    usable, why = evidently_status()
+    if not usable:
+        pytest.skip(f"evidently does not import here ({why[:120]}); pip install 'tuneforge[monitor]'")
+    from tuneforge.monitoring.log_reader import Served
+    from tuneforge.monitoring.reference import Reference
+
+    class View:
+        def lengths(self, texts: list[str]) -> np.ndarray:
+            return np.asarray([len(t.split()) for t in texts], dtype=float)
+
+    rng = np.random.default_rng(0)
+    ref_texts = [" ".join(["word"] * int(n)) for n in rng.integers(3, 8, 200)]
+    preds = [{"label": "a" if i % 2 else "b", "score": float(s)} for i, s in enumerate(rng.uniform(0.8, 1, 200))]
+    ref = Reference([], ref_texts, [], {"word"}, np.zeros((200, 2)), View().lengths(ref_texts), np.zeros(200),
+                    preds, [])
+    rows = [Served(0.0, None, 0, " ".join(["new"] * 20), {"label": "a", "score": 0.3}) for _ in range(60)]
+    found = evidently_check(View(), ref, rows, tmp_path)
+    assert found["available"] and (tmp_path / "evidently.html").is_file()
+    assert found["columns"]["token_length"]["value"] < 0.05 and found["columns"]["confidence"]["value"] < 0.05

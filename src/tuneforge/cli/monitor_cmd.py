@@ -70,9 +70,13 @@ def monitor(model: Annotated[str, typer.Argument(help="Served run: its name in t
     run_dir = _run_dir(model, workspace)
     out_dir = out or workspace / ".tuneforge" / "monitor" / run_dir.name
 
+    views: list = []  # the loaded run and its embeddings, kept between --watch checks
+
     def check() -> tuple[dict, str]:
-        verdict, report = service.check(run_dir, workspace, settings, out_dir, since, evidently=evidently,
-                                        export=export_for_labelling, count=count)
+        verdict, report, view = service.check(run_dir, workspace, settings, out_dir, since, evidently=evidently,
+                                              export=export_for_labelling, count=count,
+                                              view=views[0] if views else None)
+        views[:] = [view]
         return verdict, str(report)
 
     if watch:

@@ -18,7 +18,16 @@ from tuneforge.monitoring.reference import Reference, oov_rates
 
 def evidently_status() -> tuple[bool, str]:
     """(usable, why not). Evidently 0.7 does not import with pandas 3 (it uses a removed pandas helper)."""
+    import importlib.metadata
+    import importlib.util
+
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's usage telemetry stays off, as everything in tuneforge
+    if importlib.util.find_spec("evidently") is None:
+        return False, "evidently is not installed"
+    pandas_major = int(importlib.metadata.version("pandas").split(".")[0])
+    if pandas_major >= 3:  # known at 0.7.23; checked before importing, which takes ~20 s even when it fails
+        return False, f"evidently {importlib.metadata.version('evidently')} does not import with pandas " \
+                      f"{importlib.metadata.version('pandas')} (it needs pandas < 3)"
     try:
         import evidently  # noqa: F401
         from evidently import DataDefinition, Dataset, Report  # noqa: F401

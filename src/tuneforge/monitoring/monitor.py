@@ -49,8 +49,24 @@ class RunView:
 
     run: Any
     _encoder: Any = field(default=None, repr=False)
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _references: dict[int, Reference] = field(default_factory=dict, repr=False)
+
+    def reference(self, seed: int) -> Reference:
+        """The run's reference, built once per view (the held-out data does not change between checks)."""
+        if seed not in self._references:
+            self._references[seed] = build_reference(self, seed)
+        return self._references[seed]
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors for `texts`; each distinct text is embedded once per view (`--watch` re-checks the same rows)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if todo:
+            for text, vec in zip(todo, self._embed(todo), strict=True):
+                self._vectors[text] = vec
+        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
         if not self.run.generative:
             return np.asarray(self.run.embed(texts), dtype=np.float32)
         # generative runs have no encoder of their own: traffic and reference both go through the bundled MiniLM
@@ -114,18 +130,20 @@ class Checked:
     rows: list[Served]
 
 
-def monitor(run_dir: Path, log_file: Path, settings: MonitorSettings, since_text: str = "") -> Checked:
-    """The verdict (see verdict.py) for the run's traffic in the period ending at `settings.now`."""
+def monitor(run_dir: Path, log_file: Path, settings: MonitorSettings, since_text: str = "",
+            view: RunView | None = None) -> Checked:
+    """The verdict (see verdict.py) for the run's traffic in the period ending at `settings.now`; pass the `view`
+    of an earlier check to reuse its loaded model and embeddings."""
     from tuneforge.monitoring.verdict import decide
     from tuneforge.registry.loaded_run import load_run
 
-    run = load_run(run_dir)
+    run = view.run if view is not None else load_run(run_dir)
     end = settings.now if settings.now is not None else time.time()
     spans = _windows(settings, end)
     rows = read_served(log_file, run.name, spans[0][0], end)
     require_rows(rows, log_file, run.name, since_text or f"{settings.since_s / 86400:g} days")
-    view = RunView(run)
-    ref = build_reference(view, settings.seed)
+    view = view or RunView(run)
+    ref = view.reference(settings.seed)
     if len(ref.inputs) < settings.min_requests:
         raise MonitorError(f"{run_dir / 'data'}: only {len(ref.inputs)} held-out examples to compare traffic with",
                            fix=f"train with at least {settings.min_requests} validation/test examples")

@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.monitoring.monitor import MonitorSettings, monitor
+from tuneforge.monitoring.monitor import MonitorSettings, RunView, monitor
 from tuneforge.serving.request_log import log_path
 
 
 def check(run_dir: Path, workspace: Path, settings: MonitorSettings, out_dir: Path, since_text: str = "", *,
-          evidently: bool = False, export: Path | None = None, count: int = 100) -> tuple[dict[str, Any], Path]:
-    """Write verdict.json and report.html into `out_dir` (and the export, if asked); returns (verdict, report)."""
+          evidently: bool = False, export: Path | None = None, count: int = 100,
+          view: RunView | None = None) -> tuple[dict[str, Any], Path, RunView]:
+    """Write verdict.json and report.html into `out_dir` (and the export, if asked); returns (verdict, report, the
+    view to pass to the next check)."""
     from tuneforge.monitoring.report import write_report
 
     log_file = log_path(workspace)
-    checked = monitor(run_dir, log_file, settings, since_text)
+    checked = monitor(run_dir, log_file, settings, since_text, view)
     verdict = checked.verdict
     if evidently:
         from tuneforge.monitoring.evidently_check import evidently_check
@@ -30,4 +32,4 @@ def check(run_dir: Path, workspace: Path, settings: MonitorSettings, out_dir: Pa
         write_export(picked, export, {"model": verdict["model"], "run": str(run_dir), "request_log": str(log_file),
                                       "period": [verdict["windows"][0]["start_iso"],
                                                  verdict["windows"][-1]["end_iso"]]})
-    return verdict, write_report(verdict, out_dir)
+    return verdict, write_report(verdict, out_dir), checked.view
