@@ -27,6 +27,10 @@ class ModelConfig(Strict):
     revision: str | None = Field(None, description="Hub revision (only with allow_hub).")
     allow_hub: bool = Field(False, description="Allow downloading from the Hugging Face hub. Off: nothing leaves.")
     trust_remote_code: bool = False
+    from_run: str | None = Field(None, description="A finished run folder to continue training from: a full "
+                                 "fine-tune starts from its saved model, an adapter run (lora, ...) from the same "
+                                 "base with its adapter, which keeps training; the run's labels and head are kept "
+                                 "(training/continuation.py). model.path is then taken from that run.")
 
 
 class ColumnsConfig(Strict):
@@ -338,7 +342,8 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
 
     data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "validation": fix(cfg.data.validation),
                                        "test": fix(cfg.data.test)})
-    model = cfg.model.model_copy(update={"path": fix(cfg.model.path) if cfg.model.path != "default" else "default"})
+    model = cfg.model.model_copy(update={"path": fix(cfg.model.path) if cfg.model.path != "default" else "default",
+                                         "from_run": fix(cfg.model.from_run)})
     task = cfg.task.model_copy(update={f: fix(getattr(cfg.task, f)) for f in cfg.task.path_fields})
     compare = cfg.compare.model_copy(update={"runs": fix(cfg.compare.runs), "documents": fix(cfg.compare.documents)})
     plugins = [fix(p) if p.endswith(".py") else p for p in cfg.plugins]
@@ -353,4 +358,9 @@ def dump_config(cfg: RunConfig) -> str:
 def resolve_config(config: RunConfig | str | Path, overrides: list[str] | None = None) -> RunConfig:
     """A RunConfig from an object or a YAML file (with `--set` overrides), every local path made absolute."""
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
-    return with_absolute_paths(cfg)
+    cfg = with_absolute_paths(cfg)
+    if cfg.model.from_run:  # the parent run decides the base model and the labels (its head)
+        from tuneforge.training.continuation import with_parent_run
+
+        cfg = with_parent_run(cfg)
+    return cfg

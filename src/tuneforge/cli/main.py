@@ -38,6 +38,11 @@ app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
 app.command()(monitor_cmd.monitor)
 data_cmd.app.command("merge-labels")(monitor_cmd.merge_labels)
+from tuneforge.cli import retrain_cmd  # noqa: E402 - retrain / promote / rollback (issue 15, point 3)
+
+app.command()(retrain_cmd.retrain)
+app.command()(retrain_cmd.promote)
+app.command()(retrain_cmd.rollback)
 console = Console()
 err_console = Console(stderr=True)
 

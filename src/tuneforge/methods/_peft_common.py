@@ -30,6 +30,12 @@ class PeftMethod(Method):
 
         return PeftModel.from_pretrained(base_model, str(in_dir), is_trainable=False)
 
+    def load_for_training(self, base_model: Any, in_dir: Path, head: HeadInfo) -> Any:
+        from peft import PeftModel
+
+        # is_trainable: the adapter (and the head in modules_to_save) keep training; the base stays frozen.
+        return PeftModel.from_pretrained(base_model, str(in_dir), is_trainable=True)
+
     def merge(self, model: Any) -> Any:
         return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 

@@ -46,10 +46,7 @@ class Adapter(Method):
 
     def apply(self, model: Any, head: HeadInfo) -> Any:
         insert_adapters(model, self.params)  # type: ignore[arg-type]
-        freeze_all_but(model, head.head_modules)
-        for name, param in model.named_parameters():
-            if ".adapter." in name:
-                param.requires_grad = True
+        _train_adapters_and_head(model, head)
         return model
 
     def save(self, model: Any, out_dir: Path, head: HeadInfo) -> None:
@@ -63,3 +60,15 @@ class Adapter(Method):
         insert_adapters(base_model, self.params)  # type: ignore[arg-type]
         load_partial(base_model, in_dir / ADAPTER_FILE)
         return base_model
+
+    def load_for_training(self, base_model: Any, in_dir: Path, head: HeadInfo) -> Any:
+        model = self.load(base_model, in_dir, head)  # apply() would insert a second set of adapters
+        _train_adapters_and_head(model, head)
+        return model
+
+
+def _train_adapters_and_head(model: Any, head: HeadInfo) -> None:
+    freeze_all_but(model, head.head_modules)
+    for name, param in model.named_parameters():
+        if ".adapter." in name:
+            param.requires_grad = True

@@ -87,6 +87,11 @@ class Method(ABC):
         """A plain transformers model for inference (adapters merged where the method allows)."""
         return model
 
+    def load_for_training(self, base_model: Any, in_dir: Path, head: HeadInfo) -> Any:
+        """What `save` wrote, loaded onto the base and left trainable as `apply` would (continuing a finished run,
+        `model.from_run`). Default: load, then `apply`'s freezing; methods whose `apply` adds modules override it."""
+        return self.apply(self.load(base_model, in_dir, head), head)
+
 
 METHODS: Registry[Method] = Registry("method")
 

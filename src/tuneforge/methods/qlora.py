@@ -54,6 +54,12 @@ class QLora(Lora):
                                                           bnb_4bit_use_double_quant=p.double_quant,
                                                           bnb_4bit_compute_dtype=dtype), "dtype": dtype}
 
+    def load_for_training(self, base_model: Any, in_dir: Any, head: HeadInfo) -> Any:
+        from peft import prepare_model_for_kbit_training
+
+        base_model = prepare_model_for_kbit_training(base_model, use_gradient_checkpointing=False)
+        return Lora.load_for_training(self, base_model, in_dir, head)
+
     def apply(self, model: Any, head: HeadInfo) -> Any:
         from peft import prepare_model_for_kbit_training
 

@@ -88,6 +88,8 @@ def _log_run(cfg: Any, run_dir: Path, test_metrics: dict[str, float], baselines:
         except Exception:
             client.create_registered_model(name, description=f"tuneforge {cfg.task.name} models")
         version = client.create_model_version(name, source=model_uri, run_id=run_id,
-                                              tags={"method": cfg.method.name, "task": cfg.task.name})
+                                              tags={"method": cfg.method.name, "task": cfg.task.name,
+                                                    # monitoring/registry_aliases.py: version -> its run folder
+                                                    "tuneforge.run_dir": str(run_dir.resolve())})
         result["registered_model"] = {"name": name, "version": version.version}
     return result

@@ -73,6 +73,7 @@ class ModelPool:
             self._name_adapter(name)
         self._default: tuple[Any, Any] | None = None
         self.loads = 0  # adapter loads so far (a test and the metrics read it)
+        self.aliases: dict[str, str] = {}  # registered model name -> its champion's run (serving/champion.py)
 
     @property
     def resident_adapters(self) -> list[str]:
@@ -87,6 +88,25 @@ class ModelPool:
             self._name_adapter(run.name)
             self.runs[run.name] = run
 
+    # ---- registered names following their champion (serving/champion.py) ------------------------------------
+    def resolve(self, name: str) -> str:
+        """The run a requested model name means: a registered name's champion run, else the name itself."""
+        return self.aliases.get(name, name)
+
+    def ensure(self, run_dir: Path) -> str | None:
+        """The pool name of a finished run folder, loading it if new; None when it is not a finished run or its
+        folder name is taken by another run."""
+        run_dir = Path(run_dir).resolve()
+        known = self.runs.get(run_dir.name)
+        if known is not None:
+            return run_dir.name if Path(known.path).resolve() == run_dir else None
+        try:
+            self.add(load_run(run_dir))
+        except TuneforgeError as exc:
+            log.warning("cannot serve %s: %s", run_dir, exc)
+            return None
+        return run_dir.name
+
     @property
     def shared_bases(self) -> int:
         """Base models in memory that hold adapter runs (one per share key)."""
@@ -94,6 +114,7 @@ class ModelPool:
 
     def acquire(self, name: str) -> LoadedRun:
         """The run, loaded, with its adapter active."""
+        name = self.resolve(name)
         run = self.runs[name]
         if not run.is_adapter:
             run.loaded(self.device)

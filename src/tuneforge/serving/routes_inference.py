@@ -80,18 +80,23 @@ async def metrics(request: Request) -> PlainTextResponse:
 async def list_models(request: Request) -> ModelList:
     state = _state(request)
     state.find_new_runs()
+    state.follow_champions()
     runs = state.engine.runs
     cards = [ModelCard(id=name, created=int(run.path.stat().st_mtime) if run.path.exists() else 0,
                        task=run.task.name)
              for name, run in list(runs.items())]
-    return ModelList(data=[*cards, ModelCard(id=DEFAULT_MODEL, created=0, task="embedding")])
+    champions = [ModelCard(id=name, created=int(runs[target].path.stat().st_mtime) if runs[target].path.exists()
+                           else 0, task=runs[target].task.name)  # registered names following `champion`
+                 for name, target in state.engine.pool.aliases.items() if name not in runs]
+    return ModelList(data=[*cards, *champions, ModelCard(id=DEFAULT_MODEL, created=0, task="embedding")])
 
 
 def _run(state: ServingState, model: str) -> LoadedRun:
-    run = state.engine.runs.get(model)
+    state.follow_champions()  # a registered name answers with its champion's run
+    run = state.engine.runs.get(state.engine.pool.resolve(model))
     if run is None:
         state.find_new_runs()
-        run = state.engine.runs.get(model)
+        run = state.engine.runs.get(state.engine.pool.resolve(model))
     if run is None:
         raise ApiError(404, f"the model {model!r} does not exist; see GET /v1/models", param="model",
                        code="model_not_found")

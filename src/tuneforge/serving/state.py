@@ -40,6 +40,7 @@ class ServeSettings:
     retention_days: float | None = 30.0
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
+    champion_check_s: float = 2.0  # how often registered names re-read their `champion` alias (serving/champion.py)
 
 
 class ApiError(Exception):
@@ -88,6 +89,9 @@ class ServingState:
                                       redact_pii=settings.redact_pii, retention_days=settings.retention_days)
         self.limiter = RateLimiter()
         self._last_scan = time.monotonic()
+        from tuneforge.serving.champion import ChampionFollower
+
+        self.champions = ChampionFollower(settings.workspace, settings.champion_check_s)
 
     def find_new_runs(self) -> None:
         """Pick up runs that finished in the workspace since start-up (at most one scan a second; only when the
@@ -98,6 +102,10 @@ class ServingState:
         self._last_scan = now
         for run in discover_runs(self.settings.workspace, known=frozenset(self.engine.runs)).values():
             self.engine.pool.add(run)
+
+    def follow_champions(self) -> None:
+        """Registered model names answer with their `champion` alias's run (re-read every few seconds)."""
+        self.champions.refresh(self.engine.pool)
 
     def authenticate(self, request: Request, scope: str = "inference", secret: str | None = None) -> ApiKey:
         """The caller's key (Bearer header, or `secret` from a dashboard session), checked for `scope` and rate."""

@@ -31,6 +31,7 @@ class Recipe:
     method: Any
     metric: str  # the validation metric early stopping follows
     base_lineage: dict[str, Any]  # where the base model came from (e.g. a GGUF file's sha256)
+    parent: Any = None  # model.from_run: the finished run (LoadedRun) this one continues (training/continuation.py)
 
     def load_kwargs(self) -> dict[str, Any]:
         """Keyword arguments every load of this run's base model gets (revision, remote code)."""
@@ -118,7 +119,13 @@ def resolve(cfg: RunConfig, *, check_machine: bool = True) -> Recipe:
     metric = early_stopping_metric(cfg, task)
     _check_baselines_and_length(cfg, task, model_path)
     task.prepare_tokenizer(tokenizer)
-    return Recipe(cfg, model_path, tokenizer, task, method, metric, base_lineage(cfg, model_path))
+    lineage, parent = base_lineage(cfg, model_path), None
+    if cfg.model.from_run:
+        from tuneforge.training import continuation
+
+        parent = continuation.parent_run(cfg)
+        lineage["parent_run"] = continuation.parent_lineage(parent)
+    return Recipe(cfg, model_path, tokenizer, task, method, metric, lineage, parent)
 
 
 def build(recipe: Recipe, labels: list[str], *, tokens_per_step: int | None = None,
@@ -134,10 +141,15 @@ def build(recipe: Recipe, labels: list[str], *, tokens_per_step: int | None = No
                              **recipe.load_kwargs(), **_merged_load_kwargs(method, fast))
     model = fast_path.apply_before_method(model, fast)
     head = task.head_info(model)
-    if before_method is not None:
+    if recipe.parent is not None:  # continuing a run: `before_method` sees the parent's weights, before training
+        from tuneforge.training import continuation
+
+        continuation.check_labels(recipe.parent, labels)
+    elif before_method is not None:
         before_method(model)
     try:
-        model = task.apply_method(method, model, head)
+        model = (task.apply_method(method, model, head) if recipe.parent is None
+                 else continuation.start_model(recipe, model, head, before_method))
     except (ValueError, KeyError) as exc:  # PEFT: target modules that match nothing, bad combinations
         raise ConfigError(f"cannot apply method {method.name!r}: {str(exc).splitlines()[0]}", key="method",
                           fix="check the method's settings (e.g. target_modules) against the model") from None
