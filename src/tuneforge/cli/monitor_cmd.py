@@ -29,9 +29,18 @@ def _when(text: str | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def _run_dir(model: str, workspace: Path) -> Path:
+def _run_dir(model: str, workspace: Path) -> tuple[Path, list[str]]:
+    """The run folder and the names requests for it used: a folder, a run name in the workspace, or a registered
+    model name (its `champion` run; the server answers the registered name with it)."""
     path = Path(model)
-    return path if (path / "config.yaml").is_file() else workspace / model
+    if (path / "config.yaml").is_file():
+        return path, [path.name]
+    if (workspace / model / "config.yaml").is_file() or not (workspace / "mlflow.db").is_file():
+        return workspace / model, [model]
+    from tuneforge.monitoring.retrain import resolve_deployed
+
+    run_dir, _registered, _space = resolve_deployed(model, workspace)
+    return run_dir, [model, run_dir.name]
 
 
 def monitor(model: Annotated[str, typer.Argument(help="Served run: its name in the workspace, or its folder.")],
@@ -67,15 +76,15 @@ def monitor(model: Annotated[str, typer.Argument(help="Served run: its name in t
         raise TuneforgeError(f"--notify {notify!r} is not known", fix="use --notify warn, drift or always")
     settings = MonitorSettings(since_s=parse_duration(since, "--since"), window_s=parse_duration(window, "--window"),
                                alpha=alpha, persistence=persistence, min_requests=min_requests, now=_when(now))
-    run_dir = _run_dir(model, workspace)
-    out_dir = out or workspace / ".tuneforge" / "monitor" / run_dir.name
+    run_dir, names = _run_dir(model, workspace)
+    out_dir = out or workspace / ".tuneforge" / "monitor" / model.replace("/", "_")
 
     views: list = []  # the loaded run and its embeddings, kept between --watch checks
 
     def check() -> tuple[dict, str]:
         verdict, report, view = service.check(run_dir, workspace, settings, out_dir, since, evidently=evidently,
                                               export=export_for_labelling, count=count,
-                                              view=views[0] if views else None)
+                                              view=views[0] if views else None, names=names)
         views[:] = [view]
         return verdict, str(report)
 

@@ -79,17 +79,20 @@ def _feedback(db: sqlite3.Connection) -> dict[tuple[str, int], tuple[Any, Any]]:
     return {(r[0], int(r[1])): (r[2], r[3]) for r in rows}  # the latest feedback for an input wins
 
 
-def read_served(path: str | Path, model: str, start: float, end: float) -> list[Served]:
-    """Every input `model` answered successfully in [start, end), oldest first."""
+def read_served(path: str | Path, model: str | list[str], start: float, end: float) -> list[Served]:
+    """Every input answered successfully in [start, end) for requests naming `model` (or any of a list: a run's
+    folder name and the registered name that follows its `champion` alias), oldest first."""
     path = Path(path)
+    names = [model] if isinstance(model, str) else list(model)
     db = _connect(path)
     try:
         columns = {r[1] for r in db.execute("PRAGMA table_info(requests)")}
         rid = "response_id" if "response_id" in columns else "NULL"
         try:
-            rows = db.execute(f"SELECT time, {rid}, route, input, output, scores FROM requests WHERE model = ? AND "
-                              "status = 200 AND time >= ? AND time < ? ORDER BY time, id",
-                              (model, start, end)).fetchall()
+            marks = ", ".join("?" * len(names))
+            rows = db.execute(f"SELECT time, {rid}, route, input, output, scores FROM requests WHERE model IN "
+                              f"({marks}) AND status = 200 AND time >= ? AND time < ? ORDER BY time, id",
+                              (*names, start, end)).fetchall()
             feedback = _feedback(db)
         except sqlite3.DatabaseError as exc:
             raise MonitorError(f"{path}: the request log is damaged ({exc})",
@@ -117,7 +120,7 @@ def read_served(path: str | Path, model: str, start: float, end: float) -> list[
     return out
 
 
-def require_rows(rows: list[Served], path: Path, model: str, since: str) -> None:
+def require_rows(rows: list[Served], path: Path, model: str | list[str], since: str) -> None:
     if not rows:
         raise MonitorError(f"{path}: no answered requests for model {model!r} in the last {since}",
                            fix="send the model traffic first, widen --since, or check the model name "

@@ -131,17 +131,20 @@ class Checked:
 
 
 def monitor(run_dir: Path, log_file: Path, settings: MonitorSettings, since_text: str = "",
-            view: RunView | None = None) -> Checked:
+            view: RunView | None = None, names: list[str] | None = None) -> Checked:
     """The verdict (see verdict.py) for the run's traffic in the period ending at `settings.now`; pass the `view`
-    of an earlier check to reuse its loaded model and embeddings."""
+    of an earlier check to reuse its loaded model and embeddings. `names`: the model names requests used (default:
+    the run's folder name; add the registered name when the server answered it through `champion`)."""
     from tuneforge.monitoring.verdict import decide
     from tuneforge.registry.loaded_run import load_run
 
     run = view.run if view is not None else load_run(run_dir)
     end = settings.now if settings.now is not None else time.time()
     spans = _windows(settings, end)
-    rows = read_served(log_file, run.name, spans[0][0], end)
-    require_rows(rows, log_file, run.name, since_text or f"{settings.since_s / 86400:g} days")
+    names = names or [run.name]
+    rows = read_served(log_file, names, spans[0][0], end)
+    require_rows(rows, log_file, names[0] if len(names) == 1 else names,
+                 since_text or f"{settings.since_s / 86400:g} days")
     view = view or RunView(run)
     ref = view.reference(settings.seed)
     if len(ref.inputs) < settings.min_requests:
@@ -151,4 +154,4 @@ def monitor(run_dir: Path, log_file: Path, settings: MonitorSettings, since_text
     for i, span in enumerate(spans):
         in_window = [r for r in rows if span[0] <= r.time < span[1]]
         windows.append(check_window(view, ref, in_window, span, settings, i))
-    return Checked(decide(run.name, str(log_file), windows, settings, ref.source, len(ref.inputs)), view, ref, rows)
+    return Checked(decide(names[0], str(log_file), windows, settings, ref.source, len(ref.inputs)), view, ref, rows)

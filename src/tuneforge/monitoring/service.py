@@ -11,13 +11,13 @@ from tuneforge.serving.request_log import log_path
 
 def check(run_dir: Path, workspace: Path, settings: MonitorSettings, out_dir: Path, since_text: str = "", *,
           evidently: bool = False, export: Path | None = None, count: int = 100,
-          view: RunView | None = None) -> tuple[dict[str, Any], Path, RunView]:
+          view: RunView | None = None, names: list[str] | None = None) -> tuple[dict[str, Any], Path, RunView]:
     """Write verdict.json and report.html into `out_dir` (and the export, if asked); returns (verdict, report, the
     view to pass to the next check)."""
     from tuneforge.monitoring.report import write_report
 
     log_file = log_path(workspace)
-    checked = monitor(run_dir, log_file, settings, since_text, view)
+    checked = monitor(run_dir, log_file, settings, since_text, view, names)
     verdict = checked.verdict
     if evidently:
         from tuneforge.monitoring.evidently_check import evidently_check

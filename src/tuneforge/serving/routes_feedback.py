@@ -61,7 +61,7 @@ async def feedback(req: FeedbackRequest, request: Request) -> FeedbackResponse:
                             "(requests logged with --no-log-inputs keep no answers to compare)", param="id",
                        code="request_not_found")
     served = _served_label(entry, req.index)
-    run = state.engine.runs.get(entry["model"] or "")
+    run = state.engine.runs.get(state.engine.pool.resolve(entry["model"] or ""))  # a registered name: its champion
     if req.label is not None and run is not None and run.labels and req.label not in run.labels:
         raise ApiError(400, f"label {req.label!r} is not one of {entry['model']}'s labels "
                             f"({', '.join(run.labels[:10])}{', ...' if len(run.labels) > 10 else ''})",

@@ -1,0 +1,155 @@
+"""Week 4 of bench/drift_sim.py: curate -> label -> merge -> retrain with replay -> gate -> promote, a planted worse
+model refused, then a week of the shifted traffic through the server answering the registered name (`champion`).
+
+    OMP_NUM_THREADS=1 nice -n 10 python bench/drift_retrain.py      # after drift_sim.py (it reads its log)
+
+The labeller is simulated: each exported request gets its true BANKING77 label (the bench knows it). Writes
+bench/results/drift_sim_week4.json; drift_sim.py's page picks it up (this script rewrites the page when the
+month's results are there).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import drift_sim as sim
+from _common import RESULTS, require_shared
+
+MODEL = "b77"
+EXPORT = 300
+
+
+def truth_of_month(pools: dict[str, Any], per_day: int, days: int) -> dict[str, str]:
+    """The drift month's texts and true labels, regenerated with drift_sim's seeds and call order."""
+    rng, truth = random.Random(1), {}
+    for d in range(days):
+        for row in sim.day_traffic(pools, sim.month_shifts("drift")[d], per_day, rng):
+            truth[row["text"]] = row["label"]
+            rng.random()  # send_day's feedback draw, one per input
+    return truth
+
+
+def register_first(run_dir: Path, runs: Path) -> None:
+    """Register the deployed run as version 1 and make it the champion (it was trained without MLflow)."""
+    from tuneforge.config import load_config
+    from tuneforge.monitoring import registry_aliases as ra
+    from tuneforge.registry.tracking import log_run
+
+    if (runs / "mlflow.db").is_file():
+        return
+    cfg = load_config(run_dir / "config.yaml")
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mlflow": True,
+                                                                              "registered_name": MODEL})})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    log_run(cfg, run_dir, metrics["test"], metrics.get("baselines", {}), json.loads(
+        (run_dir / "history.json").read_text()))
+    ra.promote(MODEL, 1, workspace=runs, reason="first model")
+
+
+def curate(run_dir: Path, log_file: Path, truth: dict[str, str], work: Path) -> tuple[Path, Path, dict]:
+    """Export from weeks 2-3, label (simulated), merge into the training file as version 2."""
+    from tuneforge.monitoring.curate import pick, write_export
+    from tuneforge.monitoring.log_reader import read_served
+    from tuneforge.monitoring.merge_labels import merge_labels
+    from tuneforge.monitoring.monitor import RunView
+    from tuneforge.registry.loaded_run import load_run
+
+    rows = read_served(log_file, run_dir.name, sim.T0 + 7 * sim.DAY, sim.T0 + 21 * sim.DAY)
+    view = RunView(load_run(run_dir))
+    picked = pick(rows, view.embed([r.text for r in rows]), view.reference(0), EXPORT)
+    export = work / "to_label.jsonl"
+    write_export(picked, export, {"model": run_dir.name, "request_log": str(log_file), "period": "days 8-21"})
+    labelled = work / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps({**p, "label": truth[p["text"]]}) + "\n" for p in picked))
+    (work / "labelled.jsonl.meta.json").write_text((work / "to_label.jsonl.meta.json").read_text())
+    lineage = merge_labels(labelled, work / "data" / "b77-v1.jsonl", work / "data" / "b77-v2.jsonl",
+                           allow_new=True)
+    new_only = work / "data" / "new-labelled.jsonl"
+    new_only.write_text("".join(json.dumps({"text": p["text"], "label": truth[p["text"]]}) + "\n" for p in picked))
+    reasons: dict[str, int] = {}
+    for p in picked:
+        for r in p["reasons"]:
+            reasons[r] = reasons.get(r, 0) + 1
+    return new_only, export, {"lineage": lineage, "reasons": reasons, "exported": len(picked)}
+
+
+def gate_table(result: Any) -> list[dict[str, Any]]:
+    return [{"model": result.run_dir.name, "set": r["set"], "examples": r["examples"], "champion": r["champion"],
+             "candidate": r["candidate"], "difference": r["difference"], "p": r["p_value"],
+             "passed": result.decision.passed} for r in result.decision.table]
+
+
+def main() -> None:
+    import torch
+
+    from tuneforge.monitoring import registry_aliases as ra
+    from tuneforge.monitoring.retrain import retrain
+    from tuneforge.serving.request_log import log_path
+
+    torch.set_num_threads(1)
+    started = time.time()
+    train, test, labels = sim.load_banking(require_shared("data/banking77"))
+    pools = sim.split_intents(train, test, labels, seed=0)
+    work, runs = RESULTS / "drift_sim", RESULTS / "drift_sim" / "runs"
+    v1, log_file = runs / "b77-v1", log_path(runs)
+    per_day = 40
+    truth = truth_of_month(pools, per_day, 21)
+    register_first(v1, runs)
+    new_data, export, curation = curate(v1, log_file, truth, work)
+    curation["held_back_share"] = sum(truth[json.loads(x)["text"]] in pools["held"]
+                                      for x in export.read_text().splitlines()) / curation["exported"]
+    steps = ["training.max_steps=60", "tracking.mlflow=true"]
+    good = retrain(MODEL, new_data, replay=0.5, workspace=runs, name="b77-v2", overrides=steps, quiet=True)
+    rows = [json.loads(x) for x in new_data.read_text().splitlines()]
+    shuffled = [r["label"] for r in rows]
+    random.Random(7).shuffle(shuffled)
+    planted_file = work / "data" / "shuffled.jsonl"
+    planted_file.write_text("".join(json.dumps({"text": r["text"], "label": lab}) + "\n"
+                                    for r, lab in zip(rows, shuffled, strict=True)))
+    worse = retrain(v1, planted_file, replay=0.0, workspace=runs, name="b77-planted-worse",
+                    overrides=["training.max_steps=30", "tracking.mlflow=true"], quiet=True)
+    promoted, refused_promote = False, None
+    if good.decision.passed and good.registered:
+        ra.promote(MODEL, good.registered[1], workspace=runs, reason="drift retrain passed its gate")
+        promoted = True
+    if worse.registered:
+        try:
+            ra.promote(MODEL, worse.registered[1], workspace=runs)
+        except Exception as exc:  # the gate's refusal: promote says it failed its gate
+            refused_promote = str(exc)
+    champion = ra.current_champion(MODEL, workspace=runs)
+    server = sim.LiveServer(runs)
+    try:
+        time.sleep(2.5)  # the server re-reads the champion alias every 2 s
+        week4 = sim.send_month(server, MODEL, pools, sim.month_shifts("drift"), sim.T0, log_file, per_day,
+                               seed=2, days=range(21, 28))
+    finally:
+        server.close()
+    champion_dir = champion.run_dir
+    verdict = sim.monitor_days(champion_dir, log_file, 21, 7, sim.T0, names=[MODEL, champion_dir.name])
+    live = [w["live_accuracy"] for w in verdict["windows"] if "live_accuracy" in w]
+    hits, total = sum(a["correct"] for a in live), sum(a["labelled"] for a in live)
+    alarm_days = [21 + d for d in sim.alarm_day_numbers(verdict)]
+    row = {"period": f"week 4: after retrain ({champion_dir.name} is champion)", "days": "22-28",
+           "drifted traffic": "70%-70%", "served accuracy": sum(t["accuracy"] for t in week4) / len(week4),
+           "live accuracy (feedback)": hits / total if total else None,
+           "windows drifted": f"{sum(w['status'] == 'drift' for w in verdict['windows'])}/7",
+           "alarms": len(alarm_days), "first alarm (day)": alarm_days[0] if alarm_days else "-"}
+    out = {"row": row, "traffic": week4, "gate": gate_table(good) + gate_table(worse),
+           "good_passed": good.decision.passed, "good_reasons": good.decision.reasons,
+           "worse_passed": worse.decision.passed, "worse_reasons": worse.decision.reasons,
+           "promoted": promoted, "planted_promote_refused": refused_promote, "champion": champion.version,
+           "curation": curation, "counts": good.counts, "verdict": verdict,
+           "minutes": (time.time() - started) / 60, "history": [e.__dict__ for e in ra.history(MODEL, workspace=runs)]}
+    (RESULTS / "drift_sim_week4.json").write_text(json.dumps(out, indent=2, default=str))
+    print(json.dumps({k: out[k] for k in ("row", "good_passed", "worse_passed", "promoted", "champion")},
+                     indent=1, default=str))
+    sim.rewrite_doc()
+
+
+if __name__ == "__main__":
+    main()
