@@ -118,3 +118,27 @@ def test_evidently_cross_check_reports_column_drift(tmp_path) -> None:
     found = evidently_check(View(), ref, rows, tmp_path)
     assert found["available"] and (tmp_path / "evidently.html").is_file()
     assert found["columns"]["token_length"]["value"] < 0.05 and found["columns"]["confidence"]["value"] < 0.05
+
+
+def test_prediction_drift_for_ner_and_generation_outputs() -> None:
+    from tuneforge.monitoring.log_reader import Served
+    from tuneforge.monitoring.reference import Reference
+    from tuneforge.monitoring.window_tests import prediction_tests
+
+    def ents(*types: str) -> dict:
+        return {"entities": [{"type": t, "text": "x", "start": 0, "end": 1} for t in types]}
+
+    ref_preds = [ents("PER"), ents("LOC"), ents()] * 40
+    ref = Reference([], [], [], set(), np.zeros((1, 1)), np.zeros(1), np.zeros(1), ref_preds, [])
+    same = [Served(0, None, 0, "t", p) for p in [ents("PER"), ents("LOC"), ents()] * 15]
+    moved = [Served(0, None, 0, "t", ents("ORG", "ORG")) for _ in range(45)]
+    (same_test,), summary = prediction_tests(ref, same)
+    assert summary["output_kind"] == "entities" and same_test.name == "entity_types" and same_test.p_value > 0.5
+    assert prediction_tests(ref, moved)[0][0].p_value < 1e-6
+
+    replies = [" ".join(["w"] * n) for n in range(3, 9)] * 20
+    gen_ref = Reference([], [], [], set(), np.zeros((1, 1)), np.zeros(1), np.zeros(1), [], replies)
+    long_rows = [Served(0, None, 0, "q", " ".join(["w"] * 60), "length", None, 0.5) for _ in range(30)]
+    (length_test,), summary = prediction_tests(gen_ref, long_rows)
+    assert length_test.name == "reply_length" and length_test.p_value < 1e-6
+    assert summary["end_of_turn_rate"] == 0.0 and summary["mean_rating"] == 0.5
