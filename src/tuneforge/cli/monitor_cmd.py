@@ -43,7 +43,8 @@ def _run_dir(model: str, workspace: Path) -> tuple[Path, list[str]]:
     return run_dir, [model, run_dir.name]
 
 
-def monitor(model: Annotated[str, typer.Argument(help="Served run: its name in the workspace, or its folder.")],
+def monitor(model: Annotated[str, typer.Argument(help="Served run: its name in the workspace, its folder, or a "
+                                                     "registered model name (its champion run).")],
             since: Annotated[str, typer.Option(help="Period checked, ending now (s, m, h, d, w).")] = "7d",
             window: Annotated[str, typer.Option(help="Window length; each window is tested.")] = "1d",
             workspace: Annotated[Path, typer.Option(help="The folder `tuneforge serve` serves.")] = Path("runs"),
