@@ -20,7 +20,7 @@ import drift_sim as sim
 from _common import RESULTS, require_shared
 
 MODEL = "b77"
-EXPORT = 300
+PLANTED = "b77-planted-shuffled"
 
 
 def truth_of_month(pools: dict[str, Any], per_day: int, days: int) -> dict[str, str]:
@@ -50,7 +50,7 @@ def register_first(run_dir: Path, runs: Path) -> None:
     ra.promote(MODEL, 1, workspace=runs, reason="first model")
 
 
-def curate(run_dir: Path, log_file: Path, truth: dict[str, str], work: Path) -> tuple[Path, Path, dict]:
+def curate(run_dir: Path, log_file: Path, truth: dict[str, str], work: Path, count: int) -> tuple[Path, Path, dict]:
     """Export from weeks 2-3, label (simulated), merge into the training file as version 2."""
     from tuneforge.monitoring.curate import pick, write_export
     from tuneforge.monitoring.log_reader import read_served
@@ -60,7 +60,7 @@ def curate(run_dir: Path, log_file: Path, truth: dict[str, str], work: Path) -> 
 
     rows = read_served(log_file, run_dir.name, sim.T0 + 7 * sim.DAY, sim.T0 + 21 * sim.DAY)
     view = RunView(load_run(run_dir))
-    picked = pick(rows, view.embed([r.text for r in rows]), view.reference(0), EXPORT)
+    picked = pick(rows, view.embed([r.text for r in rows]), view.reference(0), count)
     export = work / "to_label.jsonl"
     write_export(picked, export, {"model": run_dir.name, "request_log": str(log_file), "period": "days 8-21"})
     labelled = work / "labelled.jsonl"
@@ -83,13 +83,41 @@ def gate_table(result: Any) -> list[dict[str, Any]]:
              "passed": result.decision.passed} for r in result.decision.table]
 
 
+def planted(v1: Path, new_data: Path, work: Path, runs: Path) -> dict[str, Any]:
+    """A model trained on the curated texts with shuffled labels, gated like the retrain (run in its own process)."""
+    from tuneforge.monitoring.retrain import retrain
+
+    rows = [json.loads(x) for x in new_data.read_text().splitlines()]
+    shuffled = [r["label"] for r in rows]
+    random.Random(7).shuffle(shuffled)
+    planted_file = work / "data" / "shuffled.jsonl"
+    planted_file.write_text("".join(json.dumps({"text": r["text"], "label": lab}) + "\n"
+                                    for r, lab in zip(rows, shuffled, strict=True)))
+    worse = retrain(v1, planted_file, replay=0.0, workspace=runs, name=PLANTED,
+                    overrides=["training.max_steps=30", "tracking.mlflow=true"], quiet=True)
+    out = {"gate": gate_table(worse), "passed": worse.decision.passed, "reasons": worse.decision.reasons,
+           "registered": worse.registered}
+    (RESULTS / "drift_sim_planted.json").write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
 def main() -> None:
+    import argparse
+
     import torch
 
     from tuneforge.monitoring import registry_aliases as ra
     from tuneforge.monitoring.retrain import retrain
     from tuneforge.serving.request_log import log_path
 
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--export", type=int, default=500, help="Requests exported for labelling.")
+    parser.add_argument("--name", default="b77-v2", help="The retrain's run folder name.")
+    parser.add_argument("--steps", type=int, default=60, help="Retrain steps.")
+    parser.add_argument("--replay", type=float, default=0.3)
+    parser.add_argument("--planted-only", action="store_true", help="Only the shuffled-label model (run it in a "
+                                                                    "second process while the retrain trains).")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.time()
     train, test, labels = sim.load_banking(require_shared("data/banking77"))
@@ -99,28 +127,22 @@ def main() -> None:
     per_day = 40
     truth = truth_of_month(pools, per_day, 21)
     register_first(v1, runs)
-    new_data, export, curation = curate(v1, log_file, truth, work)
+    new_data = work / "data" / "new-labelled.jsonl"
+    if args.planted_only:
+        while not (work / "data" / f"curated-{args.export}.done").is_file():
+            time.sleep(5)  # the main process writes the curated file first
+        planted(v1, new_data, work, runs)
+        return
+    new_data, export, curation = curate(v1, log_file, truth, work, args.export)
+    (work / "data" / f"curated-{args.export}.done").write_text("")
     curation["held_back_share"] = sum(truth[json.loads(x)["text"]] in pools["held"]
                                       for x in export.read_text().splitlines()) / curation["exported"]
-    steps = ["training.max_steps=60", "tracking.mlflow=true"]
-    good = retrain(MODEL, new_data, replay=0.5, workspace=runs, name="b77-v2", overrides=steps, quiet=True)
-    rows = [json.loads(x) for x in new_data.read_text().splitlines()]
-    shuffled = [r["label"] for r in rows]
-    random.Random(7).shuffle(shuffled)
-    planted_file = work / "data" / "shuffled.jsonl"
-    planted_file.write_text("".join(json.dumps({"text": r["text"], "label": lab}) + "\n"
-                                    for r, lab in zip(rows, shuffled, strict=True)))
-    worse = retrain(v1, planted_file, replay=0.0, workspace=runs, name="b77-planted-worse",
-                    overrides=["training.max_steps=30", "tracking.mlflow=true"], quiet=True)
-    promoted, refused_promote = False, None
+    good = retrain(MODEL, new_data, replay=args.replay, workspace=runs, name=args.name,
+                   overrides=[f"training.max_steps={args.steps}", "tracking.mlflow=true"], quiet=True)
+    promoted = False
     if good.decision.passed and good.registered:
         ra.promote(MODEL, good.registered[1], workspace=runs, reason="drift retrain passed its gate")
         promoted = True
-    if worse.registered:
-        try:
-            ra.promote(MODEL, worse.registered[1], workspace=runs)
-        except Exception as exc:  # the gate's refusal: promote says it failed its gate
-            refused_promote = str(exc)
     champion = ra.current_champion(MODEL, workspace=runs)
     server = sim.LiveServer(runs)
     try:
@@ -139,12 +161,23 @@ def main() -> None:
            "live accuracy (feedback)": hits / total if total else None,
            "windows drifted": f"{sum(w['status'] == 'drift' for w in verdict['windows'])}/7",
            "alarms": len(alarm_days), "first alarm (day)": alarm_days[0] if alarm_days else "-"}
-    out = {"row": row, "traffic": week4, "gate": gate_table(good) + gate_table(worse),
+    planted_file = RESULTS / "drift_sim_planted.json"
+    while not planted_file.is_file():
+        time.sleep(5)  # the second process gates the planted model
+    worse = json.loads(planted_file.read_text())
+    refused_promote = None
+    if worse["registered"]:
+        try:
+            ra.promote(MODEL, int(worse["registered"][1]), workspace=runs)
+        except Exception as exc:  # the gate's refusal: promote says it failed its gate
+            refused_promote = str(exc)
+    out = {"row": row, "traffic": week4, "gate": gate_table(good) + worse["gate"],
            "good_passed": good.decision.passed, "good_reasons": good.decision.reasons,
-           "worse_passed": worse.decision.passed, "worse_reasons": worse.decision.reasons,
-           "promoted": promoted, "planted_promote_refused": refused_promote, "champion": champion.version,
-           "curation": curation, "counts": good.counts, "verdict": verdict,
-           "minutes": (time.time() - started) / 60, "history": [e.__dict__ for e in ra.history(MODEL, workspace=runs)]}
+           "worse_passed": worse["passed"], "worse_reasons": worse["reasons"],
+           "promoted": promoted, "planted_promote_refused": refused_promote,
+           "champion": ra.current_champion(MODEL, workspace=runs).version, "curation": curation,
+           "counts": good.counts, "verdict": verdict, "minutes": (time.time() - started) / 60,
+           "args": vars(args), "history": [e.__dict__ for e in ra.history(MODEL, workspace=runs)]}
     (RESULTS / "drift_sim_week4.json").write_text(json.dumps(out, indent=2, default=str))
     print(json.dumps({k: out[k] for k in ("row", "good_passed", "worse_passed", "promoted", "champion")},
                      indent=1, default=str))

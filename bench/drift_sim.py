@@ -411,6 +411,10 @@ Holm at alpha 0.01 per window; an alarm needs 2 consecutive drifted windows.
 
 {markdown_table(rows, cols)}
 
+An alarm is raised once per run of drifted windows (on its second window), so a week whose windows continue a run
+that alarmed earlier shows drifted windows but no new alarm. "served accuracy" is measured against every input's
+true label; "live accuracy" is what the monitor sees from the feedback share.
+
 ![drift month](drift_sim.png)
 
 ## Ten no-drift months (week-1 traffic for 30 days, one seed each)
