@@ -93,7 +93,8 @@ def planted(v1: Path, new_data: Path, work: Path, runs: Path) -> dict[str, Any]:
     planted_file = work / "data" / "shuffled.jsonl"
     planted_file.write_text("".join(json.dumps({"text": r["text"], "label": lab}) + "\n"
                                     for r, lab in zip(rows, shuffled, strict=True)))
-    worse = retrain(v1, planted_file, replay=0.0, workspace=runs, name=PLANTED,
+    # from the registered name, so that it becomes a version of the same model (promote must then refuse it)
+    worse = retrain(MODEL, planted_file, replay=0.0, workspace=runs, name=PLANTED,
                     overrides=["training.max_steps=30", "tracking.mlflow=true"], quiet=True)
     out = {"gate": gate_table(worse), "passed": worse.decision.passed, "reasons": worse.decision.reasons,
            "registered": worse.registered}
@@ -115,6 +116,8 @@ def main() -> None:
     parser.add_argument("--name", default="b77-v2", help="The retrain's run folder name.")
     parser.add_argument("--steps", type=int, default=60, help="Retrain steps.")
     parser.add_argument("--replay", type=float, default=0.3)
+    parser.add_argument("--lr", type=float, help="Retrain learning rate (default: the deployed run's).")
+    parser.add_argument("--out", default="drift_sim_week4.json", help="Results file under bench/results.")
     parser.add_argument("--planted-only", action="store_true", help="Only the shuffled-label model (run it in a "
                                                                     "second process while the retrain trains).")
     args = parser.parse_args()
@@ -138,7 +141,8 @@ def main() -> None:
     curation["held_back_share"] = sum(truth[json.loads(x)["text"]] in pools["held"]
                                       for x in export.read_text().splitlines()) / curation["exported"]
     good = retrain(MODEL, new_data, replay=args.replay, workspace=runs, name=args.name,
-                   overrides=[f"training.max_steps={args.steps}", "tracking.mlflow=true"], quiet=True)
+                   overrides=[f"training.max_steps={args.steps}", "tracking.mlflow=true",
+                              *([f"training.learning_rate={args.lr}"] if args.lr else [])], quiet=True)
     promoted = False
     if good.decision.passed and good.registered:
         ra.promote(MODEL, good.registered[1], workspace=runs, reason="drift retrain passed its gate")
@@ -166,7 +170,7 @@ def main() -> None:
         time.sleep(5)  # the second process gates the planted model
     worse = json.loads(planted_file.read_text())
     refused_promote = None
-    if worse["registered"]:
+    if worse["registered"] and worse["registered"][0] == MODEL:
         try:
             ra.promote(MODEL, int(worse["registered"][1]), workspace=runs)
         except Exception as exc:  # the gate's refusal: promote says it failed its gate
@@ -178,10 +182,11 @@ def main() -> None:
            "champion": ra.current_champion(MODEL, workspace=runs).version, "curation": curation,
            "counts": good.counts, "verdict": verdict, "minutes": (time.time() - started) / 60,
            "args": vars(args), "history": [e.__dict__ for e in ra.history(MODEL, workspace=runs)]}
-    (RESULTS / "drift_sim_week4.json").write_text(json.dumps(out, indent=2, default=str))
+    (RESULTS / args.out).write_text(json.dumps(out, indent=2, default=str))
     print(json.dumps({k: out[k] for k in ("row", "good_passed", "worse_passed", "promoted", "champion")},
                      indent=1, default=str))
-    sim.rewrite_doc()
+    if args.out == "drift_sim_week4.json":
+        sim.rewrite_doc()
 
 
 if __name__ == "__main__":

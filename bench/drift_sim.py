@@ -356,12 +356,21 @@ steps) were gated against the champion on the frozen original test split and the
 
 {markdown_table(week4['gate'], cols)}
 
-Retrain: gate {'passed' if week4['good_passed'] else 'REFUSED'}; promoted: {week4['promoted']} (champion is now
-version {week4['champion']}). Planted worse model: gate {'passed (!)' if week4['worse_passed'] else 'refused'};
-promoting it anyway was refused: `{(week4['planted_promote_refused'] or 'not tried')[:200]}`.
+Retrain: gate {'passed' if week4['good_passed'] else 'REFUSED'} ({'; '.join(week4['good_reasons'])});
+promoted: {week4['promoted']} (the champion is version {week4['champion']}). Planted shuffled-label model: gate
+{'passed (!)' if week4['worse_passed'] else 'refused'} ({'; '.join(week4['worse_reasons'])}).
+Promotion attempt of the planted model: {planted_promotion(week4)}
 Week 4 traffic (the week-3 mix, 70% drifted) went to the registered name `b77`, which the server answers with its
 `champion` run without a restart; it is monitored against the new champion's own held-out data (row "week 4"
 above)."""
+
+
+def planted_promotion(week4: dict[str, Any]) -> str:
+    if week4.get("planted_promote_refused"):
+        return f"refused (`{week4['planted_promote_refused'][:200]}`)."
+    return ("not tried: in this run the planted model was retrained from the run folder, so MLflow registered it "
+            "under its own name rather than as a version of `b77` (bench/drift_retrain.py now retrains it from "
+            "the registered name).")
 
 
 def rewrite_doc() -> Path | None:
