@@ -160,7 +160,8 @@ def main() -> None:
     live = [w["live_accuracy"] for w in verdict["windows"] if "live_accuracy" in w]
     hits, total = sum(a["correct"] for a in live), sum(a["labelled"] for a in live)
     alarm_days = [21 + d for d in sim.alarm_day_numbers(verdict)]
-    row = {"period": f"week 4: after retrain ({champion_dir.name} is champion)", "days": "22-28",
+    label = "after retrain" if promoted else "retrain refused"
+    row = {"period": f"week 4: {label} ({champion_dir.name} is champion)", "days": "22-28",
            "drifted traffic": "70%-70%", "served accuracy": sum(t["accuracy"] for t in week4) / len(week4),
            "live accuracy (feedback)": hits / total if total else None,
            "windows drifted": f"{sum(w['status'] == 'drift' for w in verdict['windows'])}/7",

@@ -316,7 +316,8 @@ def plot(verdict: dict[str, Any], traffic: list[dict[str, Any]], quiet: list[dic
              label="live accuracy (feedback)")
     if week4:
         top.plot([t["day"] for t in week4["traffic"]], [t["accuracy"] for t in week4["traffic"]], "o-", ms=3,
-                 color="green", label="week 4: retrained champion")
+                 color="green", label="week 4: " + ("retrained champion" if week4["promoted"]
+                                                    else "b77-v1 still champion (retrain refused)"))
     top.set_ylim(0, 1.02)
     top.legend(fontsize=8, loc="lower left")
     top.set_title("BANKING77 drift month through the server (daily windows)")
@@ -345,28 +346,38 @@ def week4_text(week4: dict[str, Any]) -> str:
     cols = ["model", "set", "examples", "champion", "candidate", "difference", "p", "passed"]
     cur = week4["curation"]
     lin = cur["lineage"]
-    return f"""Command: `OMP_NUM_THREADS=1 nice -n 10 python bench/drift_retrain.py` ({week4['minutes']:.0f} min wall).
+    args = week4.get("args", {})
+    command = "OMP_NUM_THREADS=1 nice -n 10 python bench/drift_retrain.py" + (
+        f" --name {args['name']}" if args.get("name", "b77-v2") != "b77-v2" else "") + (
+        " & python bench/drift_retrain.py --planted-only (a second process)")
+    return f"""Command: `{command}` ({week4['minutes']:.0f} min wall; export {args.get('export')}, retrain
+{args.get('steps')} steps, replay {args.get('replay')}, learning rate {args.get('lr') or '2e-4, the run default'}).
 `--export-for-labelling` logic on days 8-21 picked {cur['exported']} requests (reasons: {cur['reasons']};
 {cur['held_back_share']:.0%} of them held-back intents); the simulated labeller gave each its true label;
 `data merge-labels` made dataset version {lin['version']} ({lin['rows']} rows, +{lin['labelled']['added']},
 fingerprint `{lin['fingerprint'][:16]}`, lineage to the request log and {len(lin['labelled']['request_ids'])}
-response ids). `retrain b77 --data new-labelled.jsonl --replay 0.5` (continued from the champion, 60 steps;
-counts {week4['counts']}) and a planted model trained on the same texts with **shuffled labels** (replay 0, 30
-steps) were gated against the champion on the frozen original test split and the new test split:
+response ids). `retrain b77 --data new-labelled.jsonl` (continued from the champion; counts {week4['counts']})
+and a planted model trained on the same texts with **shuffled labels** (replay 0, 30 steps) were gated against the
+champion on the frozen original test split and the new test split:
 
-{markdown_table(week4['gate'], cols)}
+{markdown_table([{**g, "passed": "yes" if g["passed"] else "no"} for g in week4['gate']], cols)}
 
 Retrain: gate {'passed' if week4['good_passed'] else 'REFUSED'} ({'; '.join(week4['good_reasons'])});
 promoted: {week4['promoted']} (the champion is version {week4['champion']}). Planted shuffled-label model: gate
 {'passed (!)' if week4['worse_passed'] else 'refused'} ({'; '.join(week4['worse_reasons'])}).
 Promotion attempt of the planted model: {planted_promotion(week4)}
 Week 4 traffic (the week-3 mix, 70% drifted) went to the registered name `b77`, which the server answers with its
-`champion` run without a restart; it is monitored against the new champion's own held-out data (row "week 4"
-above)."""
+`champion` run without a restart, and was monitored against the champion's own held-out data (row "week 4"
+above). {"" if week4['promoted'] else "With the retrain refused, the champion stayed b77-v1, so week 4 shows the "
+                                     "drift still there (the issue's 'retrain promoted' is not met by this run)."}
+A stronger retrain (150 steps, learning rate 5e-4, `--name b77-v4 --steps 150 --lr 5e-4`) was started and stopped
+at step 34 when the time on the shared cores ran out; it has no result here."""
 
 
 def planted_promotion(week4: dict[str, Any]) -> str:
-    if week4.get("planted_promote_refused"):
+    planted = RESULTS / "drift_sim_planted.json"
+    registered = json.loads(planted.read_text()).get("registered") if planted.is_file() else None
+    if week4.get("planted_promote_refused") and registered and registered[0] == "b77":
         return f"refused (`{week4['planted_promote_refused'][:200]}`)."
     return ("not tried: in this run the planted model was retrained from the run folder, so MLflow registered it "
             "under its own name rather than as a version of `b77` (bench/drift_retrain.py now retrains it from "
