@@ -18,6 +18,7 @@ from tuneforge.cli import (
     generate_cmd,
     jobs_cmd,
     models_cmd,
+    monitor_cmd,
     plan_cmd,
     runs_cmd,
     serve_cmd,
@@ -42,6 +43,8 @@ app.command()(export_cmd.export)
 app.add_typer(models_cmd.app, name="models")  # base-model catalogue (issue 12)
 app.add_typer(jobs_cmd.app, name="jobs")  # fine-tuning jobs (cli/jobs_cmd.py)
 app.command()(jobs_cmd.worker)
+app.command()(monitor_cmd.monitor)
+data_cmd.app.command("merge-labels")(monitor_cmd.merge_labels)
 from tuneforge.cli import retrain_cmd  # noqa: E402 - retrain / promote / rollback (issue 15, point 3)
 
 app.command()(retrain_cmd.retrain)

@@ -122,6 +122,7 @@ def _install_error_handlers(app: FastAPI, state: ServingState) -> None:
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """The app for one workspace; the engine's worker starts with the app and stops with it."""
+    from tuneforge.serving.routes_feedback import router as feedback_router
     from tuneforge.serving.routes_inference import public_router, router
 
     state = ServingState(settings)
@@ -150,6 +151,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     from tuneforge.serving.dashboard import install as install_dashboard  # the pages at `/`
 
     install_dashboard(app)
+    app.include_router(feedback_router)  # POST /v1/feedback (monitoring's live accuracy)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

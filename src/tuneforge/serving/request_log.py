@@ -34,6 +34,19 @@ class RequestRecord:
     completion_tokens: int = 0
     error: str | None = None
     time: float = field(default_factory=time.time)
+    response_id: str | None = None  # the `id` the API answered with: what POST /v1/feedback names
+
+
+FEEDBACK_TABLE = ("CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, "
+                  "response_id TEXT NOT NULL, idx INTEGER NOT NULL, label TEXT, rating REAL, key_id TEXT)")
+
+
+def _add_response_id(db: sqlite3.Connection) -> None:
+    """Logs written before feedback existed have no response_id column: add it (old rows keep NULL, stay readable)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    if "response_id" not in columns:
+        db.execute("ALTER TABLE requests ADD COLUMN response_id TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS requests_response_id ON requests (response_id)")
 
 
 def log_path(workspace: str | Path) -> Path:
@@ -68,6 +81,8 @@ class RequestLog:
                          " input TEXT, output TEXT, scores TEXT, latency_ms REAL, prompt_tokens INTEGER, "
                          "completion_tokens INTEGER, error TEXT)")
         self._db.execute("CREATE INDEX IF NOT EXISTS requests_time ON requests (time)")
+        _add_response_id(self._db)
+        self._db.execute(FEEDBACK_TABLE)
         self._db.commit()
         self._last_purge = 0.0
         self.purge()
@@ -81,14 +96,31 @@ class RequestLog:
     def write(self, rec: RequestRecord) -> None:
         row = (rec.time, rec.key_id, rec.route, rec.model, rec.status, self._text(rec.input), self._text(rec.output),
                self._text(rec.scores), round(rec.latency_ms, 3), rec.prompt_tokens, rec.completion_tokens,
-               redact(rec.error) if rec.error and self.redact_pii else rec.error)
+               redact(rec.error) if rec.error and self.redact_pii else rec.error, rec.response_id)
         with self._lock:
             self._db.execute("INSERT INTO requests (time, key_id, route, model, status, input, output, scores, "
-                             "latency_ms, prompt_tokens, completion_tokens, error) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                             "latency_ms, prompt_tokens, completion_tokens, error, response_id) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             self._db.commit()
         if self.retention_days is not None and time.time() - self._last_purge > _PURGE_EVERY_S:
             self.purge()
+
+    def find(self, response_id: str) -> dict[str, Any] | None:
+        """The logged entry that answered with `response_id` (model, route, output), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT model, route, output FROM requests WHERE response_id = ?",
+                                   (response_id,)).fetchone()
+        if row is None:
+            return None
+        return {"model": row[0], "route": row[1], "output": json.loads(row[2]) if row[2] else None}
+
+    def write_feedback(self, response_id: str, index: int, label: str | None, rating: float | None,
+                       key_id: str | None) -> None:
+        """One feedback row (a later one for the same request and input supersedes an earlier one on read)."""
+        with self._lock:
+            self._db.execute("INSERT INTO feedback (time, response_id, idx, label, rating, key_id) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", (time.time(), response_id, index, label, rating, key_id))
+            self._db.commit()
 
     def purge(self) -> int:
         """Delete entries older than the retention period; returns how many went."""
@@ -96,8 +128,9 @@ class RequestLog:
         if self.retention_days is None:
             return 0
         with self._lock:
-            gone = self._db.execute("DELETE FROM requests WHERE time < ?",
-                                    (time.time() - self.retention_days * 86400,)).rowcount
+            cutoff = time.time() - self.retention_days * 86400
+            gone = self._db.execute("DELETE FROM requests WHERE time < ?", (cutoff,)).rowcount
+            self._db.execute("DELETE FROM feedback WHERE time < ?", (cutoff,))
             self._db.commit()
         return gone
 

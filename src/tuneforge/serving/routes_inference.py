@@ -160,8 +160,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
         ChatChoice(index=i, message={"role": "assistant", "content": text}, finish_reason=reason)
         for i, text in enumerate(result.replies)], usage=_usage(result))
     await _log(state, RequestRecord("/v1/chat/completions", 200, request.state.key_id, req.model, messages,
-                                    result.replies, None, _ms(started), result.prompt_tokens,
-                                    result.completion_tokens))
+                                    result.replies, {"finish_reason": [reason] * len(result.replies)}, _ms(started),
+                                    result.prompt_tokens, result.completion_tokens, response_id=response.id))
     return response
 
 
@@ -185,10 +185,12 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
     usage = Usage(prompt_tokens=sum(r.prompt_tokens for r in results),
                   completion_tokens=sum(r.completion_tokens for r in results),
                   total_tokens=sum(r.prompt_tokens + r.completion_tokens for r in results))
+    response = Completion(model=req.model, choices=choices, usage=usage)
     await _log(state, RequestRecord("/v1/completions", 200, request.state.key_id, req.model, prompts,
-                                    [c.text for c in choices], None, _ms(started), usage.prompt_tokens,
-                                    usage.completion_tokens))
-    return Completion(model=req.model, choices=choices, usage=usage)
+                                    [c.text for c in choices], {"finish_reason": [c.finish_reason for c in choices]},
+                                    _ms(started), usage.prompt_tokens, usage.completion_tokens,
+                                    response_id=response.id))
+    return response
 
 
 def _chat_delta(piece: str | None, finish: str | None, first: bool) -> dict[str, Any]:
@@ -241,10 +243,11 @@ async def _stream(state: ServingState, request: Request, model: str, messages: l
             yield f"data: {json.dumps(err)}\n\n"
             return
         result: ChatResult = done.result()
+        reason = _finish_reason(result, params)
         await _log(state, RequestRecord(request.url.path, 200, request.state.key_id, model, messages,
-                                        result.replies, None, _ms(started), result.prompt_tokens,
-                                        result.completion_tokens))
-        yield event(None, _finish_reason(result, params), first=first, usage=_usage(result).model_dump())
+                                        result.replies, {"finish_reason": [reason]}, _ms(started),
+                                        result.prompt_tokens, result.completion_tokens, response_id=chunk_id))
+        yield event(None, reason, first=first, usage=_usage(result).model_dump())
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -292,10 +295,12 @@ async def classify(req: ClassifyRequest, request: Request) -> ClassifyResponse:
     _check_inputs(state, inputs)
     preds, tokens = await state.engine.submit(Job("classify", req.model, inputs))
     data = [_classify_result(i, p, req.top_k) for i, p in enumerate(preds)]
+    response = ClassifyResponse(model=req.model, data=data, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
     await _log(state, RequestRecord("/v1/classify", 200, request.state.key_id, req.model, inputs,
                                     [d.model_dump(exclude_none=True, exclude={"index", "top", "tokens"}) for d in data],
-                                    [{t.label: t.score for t in d.top or []} for d in data], _ms(started), tokens))
-    return ClassifyResponse(model=req.model, data=data, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+                                    [{t.label: t.score for t in d.top or []} for d in data], _ms(started), tokens,
+                                    response_id=response.id))
+    return response
 
 
 def _classify_result(index: int, pred: dict[str, Any], top_k: int) -> ClassifyResult:

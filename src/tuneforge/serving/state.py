@@ -22,7 +22,7 @@ from tuneforge.serving.request_log import RequestLog, RequestRecord, log_path
 
 log = logging.getLogger("tuneforge.serve")
 ROUTES = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/classify", "/health",
-          "/metrics")
+          "/metrics", "/v1/feedback")
 
 
 @dataclass(frozen=True)
