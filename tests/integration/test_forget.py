@@ -49,8 +49,10 @@ def workspace(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
                           training={"epochs": 1, "max_steps": 1, "threads": 1})
         tuneforge.train(parse_config(cfg), quiet=True)
     log = RequestLog(log_path(ws))
-    for text in (GIVEN_BACK["text"], "where is my order #1234", IN_LOG_ONLY, "cancel the lamp order"):
-        log.write(RequestRecord("/v1/classify", 200, "k1", "trained-on-it", [text], [{"label": "refund"}]))
+    for i, text in enumerate((GIVEN_BACK["text"], "where is my order #1234", IN_LOG_ONLY, "cancel the lamp order")):
+        log.write(RequestRecord("/v1/classify", 200, "k1", "trained-on-it", [text], [{"label": "refund"}],
+                                response_id=f"classify-{i}"))
+        log.write_feedback(f"classify-{i}", 0, "refund", None, "k1")  # feedback goes with its request
     log.close()
     return {"ws": ws, "with": with_file, "without": without_file, "data": tmp / "data", "tmp": tmp}
 
@@ -91,6 +93,10 @@ def test_forget_erases_everywhere_and_names_the_runs(workspace: dict[str, Path],
     logged = [e["input"][0] for e in read_log(log_path(ws))]
     assert sorted(logged) == ["cancel the lamp order", "where is my order #1234"]
     assert receipt["request_log"]["deleted"] == 2 and receipt["request_log"]["vacuumed"]
+    import sqlite3
+
+    kept = sqlite3.connect(log_path(ws)).execute("SELECT response_id FROM feedback ORDER BY response_id").fetchall()
+    assert kept == [("classify-1",), ("classify-3",)]  # the erased requests' feedback went with them
     # Nowhere in the workspace any more (reports, model card, log file and its WAL included), nor in the receipt.
     assert _contains(ws, "jane doe") == [] and _contains(ws, "elm street") == []
     receipt_text = Path(receipt["receipt_file"]).read_text()

@@ -106,7 +106,8 @@ def strings_in(value: Any) -> list[str]:
 
 def erase_from_request_log(path: Path, matches: Callable[[str], bool], dry_run: bool) -> dict[str, Any]:
     """Delete every logged request whose input or output holds a matching text; rows of other tables that point
-    at a deleted request (a `request_id` column, e.g. feedback) go with it."""
+    at a deleted request go with it: a `request_id` column (the row id), or a `response_id` column (the id the API
+    returned, e.g. the feedback table)."""
     try:
         return _erase_rows(path, matches, dry_run)
     except sqlite3.DatabaseError as exc:  # locked by a long write, or not a request log at all
@@ -121,11 +122,16 @@ def _erase_rows(path: Path, matches: Callable[[str], bool], dry_run: bool) -> di
     db = sqlite3.connect(path, timeout=30)
     try:
         db.execute("PRAGMA secure_delete=ON")  # deleted content is overwritten with zeros, not left in free pages
-        found = []
-        for row_id, given, answered in db.execute("SELECT id, input, output FROM requests"):
+        request_columns = {c[1] for c in db.execute('PRAGMA table_info("requests")')}
+        response_id = "response_id" if "response_id" in request_columns else "NULL"  # logs written before it
+        found, response_ids = [], []
+        for row_id, given, answered, answer_id in db.execute(f"SELECT id, input, output, {response_id} "
+                                                             "FROM requests"):
             values = [json.loads(v) for v in (given, answered) if v is not None]
             if any(matches(s) for v in values for s in strings_in(v)):
                 found.append(row_id)
+                if answer_id:
+                    response_ids.append(answer_id)
         linked: dict[str, int] = {}
         if found and not dry_run:
             marks = ",".join("?" * len(found))
@@ -134,6 +140,9 @@ def _erase_rows(path: Path, matches: Callable[[str], bool], dry_run: bool) -> di
                 if "request_id" in columns:
                     linked[table] = db.execute(f'DELETE FROM "{table}" WHERE request_id IN ({marks})',
                                                found).rowcount
+                elif "response_id" in columns and response_ids:
+                    linked[table] = db.execute(f'DELETE FROM "{table}" WHERE response_id IN '
+                                               f'({",".join("?" * len(response_ids))})', response_ids).rowcount
             db.execute(f"DELETE FROM requests WHERE id IN ({marks})", found)
             db.commit()
             db.execute("VACUUM")
