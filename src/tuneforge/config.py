@@ -106,6 +106,10 @@ class OverfitConfig(Strict):
 class TrainingConfig(Strict):
     learning_rate: float | None = Field(None, gt=0, description="None: the method's default.")
     batch_size: int = Field(32, ge=1)
+    batch_tokens: int | None = Field(
+        None, ge=1, description="Tasks that pack rows (sft with task.packing): tokens per micro-batch instead of a "
+                                "row count; batch_size becomes batch_tokens // data.max_length packed rows (at least "
+                                "1). Unset, with batch_size unset too, such tasks default to 4096 tokens.")
     eval_batch_size: int = Field(128, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     epochs: float = Field(3.0, gt=0)
@@ -222,6 +226,9 @@ TaskConfig = _plugin_union(TASKS)
 MethodConfig = _plugin_union(METHODS)
 
 
+PACKED_BATCH_TOKENS = 4096  # sft's default micro-batch: see docs/bench/sft_time_to_quality.md
+
+
 class RunConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run folder name.")
     output_dir: str = Field("runs", description="Workspace holding run folders and the MLflow store.")
@@ -250,6 +257,26 @@ class RunConfig(Strict):
 
     def learning_rate(self) -> float:
         return self.training.learning_rate or type(self.method).default_learning_rate
+
+    @model_validator(mode="after")
+    def _batch_in_tokens(self) -> RunConfig:
+        # A packed row is data.max_length tokens whatever the examples' lengths, so a row count set for unpacked
+        # examples would make far fewer, far larger steps: packed tasks size their batch in tokens.
+        t, packs = self.training, bool(getattr(self.task, "packing", False))
+        if t.batch_tokens is None and packs and not {"batch_size", "batch_tokens"} & t.model_fields_set:
+            t = t.model_copy(update={"batch_tokens": PACKED_BATCH_TOKENS})
+        if t.batch_tokens is None:
+            return self
+        if not packs:
+            from pydantic_core import PydanticCustomError
+
+            raise PydanticCustomError("config_key", "{message}", {
+                "key": "training.batch_tokens", "fix": "set training.batch_size instead",
+                "message": f"needs a task that packs rows (sft with task.packing: true); task {self.task.name!r} "
+                           "batches whole examples"})
+        rows = max(1, t.batch_tokens // self.data.max_length)
+        object.__setattr__(self, "training", t.model_copy(update={"batch_size": rows}))  # frozen: set once, here
+        return self
 
 
 def parse_config(raw: Any, source: str | Path = "<config>") -> RunConfig:

@@ -77,6 +77,9 @@ def explain_validation_error(exc: ValidationError, raw: dict[str, Any], source: 
                            fix=hint)
     if kind == "union_tag_not_found":
         return ConfigError(f"needs a 'name'{more}", file=source, key=dotted, fix=f"e.g. {dotted}: {{name: ...}}")
+    if kind == "config_key":  # a check across sections, raised with the key it is about
+        ctx = first.get("ctx", {})
+        return ConfigError(f"{ctx['message']}{more}", file=source, key=ctx["key"], fix=ctx["fix"])
     got = first.get("input")
     got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
     return ConfigError(f"{first['msg']}{got_text}{more}", file=source, key=dotted,

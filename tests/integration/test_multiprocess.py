@@ -29,8 +29,8 @@ def _losses(run: Path) -> list[float]:
 def test_two_processes_match_one_at_the_same_global_batch(tiny_bert: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", make_intent_rows(16))
     runs = tmp_path / "runs"
-    common = {"epochs": 1, "max_steps": 4, "learning_rate": 1e-3, "threads": 1, "eval_steps": 2,
-              "early_stopping": {"patience": None}}
+    common = {"epochs": 1, "learning_rate": 1e-3, "threads": 1, "eval_steps": 2,
+              "early_stopping": {"patience": None}}  # one whole epoch, so the plan's step count can be checked
     one = write_yaml(tmp_path / "one.yaml", base_config(tiny_bert, data, runs, name="one",
                                                         training={**common, "batch_size": 8}))
     two = write_yaml(tmp_path / "two.yaml", base_config(tiny_bert, data, runs, name="two",
@@ -49,6 +49,11 @@ def test_two_processes_match_one_at_the_same_global_batch(tiny_bert: Path, tmp_p
     mb = json.loads((runs / "two" / "metrics.json").read_text())["test"]
     n_test = json.loads((runs / "one" / "data" / "report.json").read_text())["rows"]["test"]
     assert abs(ma["accuracy"] - mb["accuracy"]) <= 1 / n_test + 1e-9  # at most one test example apart
+    from tuneforge.estimate.plan import plan
+
+    planned = plan(two, devices=2).time  # what `tuneforge plan --devices 2` prints, against the real 2-process run
+    trained = json.loads((runs / "two" / "metrics.json").read_text())["train"]
+    assert planned.optimizer_steps_per_epoch == trained["steps"] == plan(one, devices=1).time.optimizer_steps_per_epoch
     env = json.loads((runs / "two" / "environment.json").read_text())
     assert env["processes"] == 2
     assert not list((runs / "two").glob("*rank1*"))  # rank 1 wrote nothing into the folder but its own log

@@ -1,5 +1,6 @@
 """Preference optimisation (DPO, IPO, KTO, ORPO) on a tiny causal LM: runs through the shared pipeline and
-improves its own objective; transcripts in Anthropic HH style are split into prompt and answers."""
+improves its own objective; transcripts in Anthropic HH style are split into prompt and answers, and OpenAI's DPO
+lines (input.messages, preferred_output, non_preferred_output) read as pairs."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def _pairs(n: int = 48) -> list[dict]:
         if i % 3 == 0:  # whole transcripts, as in HH-RLHF
             rows.append({"chosen": f"\n\nHuman: {prompt}\n\nAssistant: {chosen}",
                          "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {rejected}"})
+        elif i % 3 == 1:  # OpenAI's DPO fine-tuning lines, as uploaded to /v1/files
+            rows.append({"input": {"messages": [{"role": "user", "content": prompt}]},
+                         "preferred_output": [{"role": "assistant", "content": chosen}],
+                         "non_preferred_output": [{"role": "assistant", "content": rejected}]})
         else:
             rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     return rows

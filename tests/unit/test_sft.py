@@ -98,3 +98,21 @@ def test_reply_is_cut_at_the_end_of_turn_marker() -> None:
     assert _cut_at_stop("Refund sent.<|im_end|>\n<|im_start|>user", "<|im_end|>") == "Refund sent."
     assert _cut_at_stop("Refund sent.<|im", "<|im_end|>") == "Refund sent."
     assert _cut_at_stop("no marker here", None) == "no marker here"
+
+
+def test_packed_batch_is_sized_in_tokens() -> None:
+    from tuneforge.config import PACKED_BATCH_TOKENS, parse_config
+    from tuneforge.errors import ConfigError
+
+    base = {"data": {"train": "x.jsonl", "max_length": 256}, "task": {"name": "sft"}, "method": "full"}
+    default = parse_config(base).training
+    assert (default.batch_tokens, default.batch_size) == (PACKED_BATCH_TOKENS, PACKED_BATCH_TOKENS // 256)
+    assert parse_config({**base, "training": {"batch_tokens": 1000}}).training.batch_size == 3  # 1000 // 256
+    assert parse_config({**base, "training": {"batch_tokens": 10}}).training.batch_size == 1  # at least one row
+    own = parse_config({**base, "training": {"batch_size": 5}}).training  # a row count the user chose stays
+    assert (own.batch_size, own.batch_tokens) == (5, None)
+    unpacked = parse_config({**base, "task": {"name": "sft", "packing": False}}).training
+    assert (unpacked.batch_size, unpacked.batch_tokens) == (32, None)
+    with pytest.raises(ConfigError, match="packs rows") as err:
+        parse_config({**base, "task": {"name": "classification"}, "training": {"batch_tokens": 512}})
+    assert err.value.key == "training.batch_tokens"

@@ -15,6 +15,7 @@ from tuneforge.cli import (
     data_cmd,
     export_cmd,
     generate_cmd,
+    models_cmd,
     plan_cmd,
     runs_cmd,
     serve_cmd,
@@ -35,6 +36,7 @@ app.command()(sweep_cmd.sweep)
 app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
+app.add_typer(models_cmd.app, name="models")  # base-model catalogue (issue 12)
 from tuneforge.cli import retrain_cmd  # noqa: E402 - retrain / promote / rollback (issue 15, point 3)
 
 app.command()(retrain_cmd.retrain)

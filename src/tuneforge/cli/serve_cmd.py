@@ -26,6 +26,7 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
           rate_limit: Annotated[int, typer.Option(help="Requests per minute per key (default for keys "
                                                        "without their own).")] = 600,
           max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 past it).")] = 1 << 20,
+          max_upload_bytes: Annotated[int, typer.Option(help="Largest file upload (POST /v1/files).")] = 100 << 20,
           max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
           max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt accepted, in tokens.")] = 4096,
           cors_origin: Annotated[list[str] | None, typer.Option(help="Allow browser calls from this origin "
@@ -52,6 +53,7 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
     settings = ServeSettings(workspace=workspace, runs=tuple(runs or ()), max_adapters=max_adapters,
                              max_batch=max_batch, batch_window_ms=batch_window_ms, rate_limit=rate_limit,
                              max_body_bytes=max_body_bytes, cors_origins=tuple(o for o in cors_origin or [] if o),
+                             max_upload_bytes=max_upload_bytes,
                              log_inputs=log_inputs, redact_pii=redact_pii,
                              retention_days=retention_days or None, device=device,
                              limits=Limits(max_new_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens))

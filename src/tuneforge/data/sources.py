@@ -21,6 +21,11 @@ _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "
                ".annotated": "conll"}
 
 
+def known_extensions() -> frozenset[str]:
+    """File extensions whose format detect_format tells without being told (.jsonl, .csv, .parquet, .conll...)."""
+    return frozenset(_EXTENSIONS)
+
+
 def _default_format(task_name: str) -> str | None:
     """The format a task's files have when their extension says nothing (Task.default_format)."""
     from tuneforge.tasks import TASKS
@@ -81,20 +86,26 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
+def jsonl_record(text: str, path: str | None = None, number: int | None = None) -> dict[str, Any]:
+    """One JSONL line as a record, or DataError (naming path:number when given); shared with data/validate.py,
+    which reports every bad line of a file rather than the first."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=number,
+                        fix="each line must be one JSON object, e.g. {\"text\": \"...\", \"label\": \"...\"}"
+                        ) from None
+    if not isinstance(record, dict):
+        raise DataError(f"expected a JSON object, got {type(record).__name__}", file=path, line=number,
+                        fix="each line must be one JSON object with named fields")
+    return record
+
+
 def _read_jsonl(path: str) -> Iterator[Record]:
     for number, text in _lines(path):
         if not text.strip():
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=number,
-                            fix="each line must be one JSON object, e.g. {\"text\": \"...\", \"label\": \"...\"}"
-                            ) from None
-        if not isinstance(record, dict):
-            raise DataError(f"expected a JSON object, got {type(record).__name__}", file=path, line=number,
-                            fix="each line must be one JSON object with named fields")
-        yield record, path, number
+        yield jsonl_record(text, path, number), path, number
 
 
 def _read_json(path: str) -> Iterator[Record]:
@@ -230,14 +241,15 @@ def _read_conll(path: str) -> Iterator[Record]:
 
 def infer_task(fmt: str, record: dict[str, Any] | None) -> str:
     """The task a file is most likely meant for, when none is given (by the default column names): CoNLL files and
-    records holding token and tag lists are token classification, chosen/rejected pairs preference data, chats and
-    prompt/completion or instruction/output records sft; anything else is read as classification."""
+    records holding token and tag lists are token classification, chosen/rejected pairs (or OpenAI DPO lines)
+    preference data, chats and prompt/completion or instruction/output records sft; anything else is read as
+    classification."""
     if fmt == "conll":
         return "token_classification"
     record = record or {}
     if isinstance(record.get("tokens"), list) and isinstance(record.get("tags"), list):
         return "token_classification"
-    if "chosen" in record and "rejected" in record:
+    if ("chosen" in record and "rejected" in record) or "preferred_output" in record:  # OpenAI DPO lines too
         return "preference"
     if "messages" in record or {"prompt", "completion"} <= set(record) or {"instruction", "output"} <= set(record):
         return "sft"

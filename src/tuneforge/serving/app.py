@@ -30,8 +30,10 @@ log = logging.getLogger("tuneforge.serve")
 class LimitsMiddleware:
     """Pure ASGI: refuses bodies over the limit (413) before the app reads them, and times every response."""
 
-    def __init__(self, app: Any, max_body_bytes: int, metrics: Metrics, request_log: RequestLog) -> None:
+    def __init__(self, app: Any, max_body_bytes: int, metrics: Metrics, request_log: RequestLog,
+                 max_upload_bytes: int | None = None) -> None:
         self.app, self.max_body_bytes, self.metrics, self.request_log = app, max_body_bytes, metrics, request_log
+        self.max_upload_bytes = max_upload_bytes or max_body_bytes  # POST /v1/files: training files are larger
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -47,9 +49,11 @@ class LimitsMiddleware:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 self.metrics.observe_request(route, status[0], time.perf_counter() - start)
 
-        body = await self._read_body(scope, receive)
+        upload = scope.get("method") == "POST" and scope.get("path") == "/v1/files"
+        limit = self.max_upload_bytes if upload else self.max_body_bytes
+        body = await self._read_body(scope, receive, limit)
         if body is None:
-            too_big = ApiError(413, f"request body over {self.max_body_bytes} bytes", code="request_too_large")
+            too_big = ApiError(413, f"request body over {limit} bytes", code="request_too_large")
             # refused before auth, so the entry has no key id
             self.request_log.write(RequestRecord(route=route, status=413, error=too_big.message))
             await too_big.response()(scope, receive, timed_send)
@@ -64,9 +68,9 @@ class LimitsMiddleware:
 
         await self.app(scope, replay, timed_send)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | None:
+    async def _read_body(self, scope: dict[str, Any], receive: Any, limit: int) -> bytes | None:
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             return None
         chunks, size, more = [], 0, True
         while more:
@@ -75,7 +79,7 @@ class LimitsMiddleware:
                 break
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             more = message.get("more_body", False)
         return b"".join(chunks)
@@ -137,11 +141,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
     _install_error_handlers(app, state)
     app.include_router(public_router)
     app.include_router(router)
+    from tuneforge.serving.routes_files import router as files_router  # files API (/v1/files): scope jobs
+
+    app.include_router(files_router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"],  # DELETE: /v1/files/{id}
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_body_bytes, metrics=state.metrics,
-                       request_log=state.request_log)
+                       request_log=state.request_log, max_upload_bytes=settings.max_upload_bytes)
     return app

@@ -107,6 +107,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "tuneforge"
     task: str = Field(description="tuneforge: the run's task (classification, sft, ...); 'embedding' for default.")
+    servable: bool = Field(True, description="tuneforge: False for catalogue base models (owned_by "
+                                             "'tuneforge-base'): listed to fine-tune from, not served for inference.")
 
 
 class ModelList(BaseModel):

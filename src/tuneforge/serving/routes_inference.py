@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -41,6 +42,7 @@ from tuneforge.serving.protocol import (
 from tuneforge.serving.request_log import RequestRecord
 from tuneforge.serving.state import ApiError, ServingState
 
+log = logging.getLogger("tuneforge.serve")
 _bearer = HTTPBearer(auto_error=False, description="An API key from `tuneforge keys create`.")
 
 
@@ -88,7 +90,21 @@ async def list_models(request: Request) -> ModelList:
     champions = [ModelCard(id=name, created=int(runs[target].path.stat().st_mtime) if runs[target].path.exists()
                            else 0, task=runs[target].task.name)  # registered names following `champion`
                  for name, target in state.engine.pool.aliases.items() if name not in runs]
-    return ModelList(data=[*cards, *champions, ModelCard(id=DEFAULT_MODEL, created=0, task="embedding")])
+    return ModelList(data=[*cards, *champions, ModelCard(id=DEFAULT_MODEL, created=0, task="embedding"),
+                           *_base_model_cards(state, set(runs) | set(state.engine.pool.aliases))])
+
+
+def _base_model_cards(state: ServingState, taken: set[str]) -> list[ModelCard]:
+    """The workspace catalogue's base models (`tuneforge models add`): listed to fine-tune from, not served."""
+    from tuneforge.registry.base_models import DEFAULT_BASE, BaseModelError, list_bases
+
+    try:
+        bases = list_bases(state.settings.workspace)
+    except BaseModelError as exc:  # a damaged catalogue must not take the served runs' listing down
+        log.warning("not listing base models: %s", exc)
+        return []
+    return [ModelCard(id=b.name, created=b.added, owned_by="tuneforge-base", task="base_model", servable=False)
+            for b in bases if b.name != DEFAULT_BASE and b.name not in taken]
 
 
 def _run(state: ServingState, model: str) -> LoadedRun:

@@ -34,6 +34,7 @@ class ServeSettings:
     batch_window_ms: float = 10.0
     rate_limit: int = 600  # requests per minute per key (a key may carry its own)
     max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 100 << 20  # POST /v1/files (training files); every other route: max_body_bytes
     cors_origins: tuple[str, ...] = ()
     log_inputs: bool = True
     redact_pii: bool = True

@@ -1,7 +1,8 @@
 """Preference optimisation of causal LMs from pairs of answers: DPO, IPO, KTO, ORPO (TRL underneath).
 
-Data: prompt/chosen/rejected (prompt a string or chat messages), or two whole transcripts in Anthropic HH style
-("\\n\\nHuman: ... \\n\\nAssistant: ...") that share everything but the final answer. Scored on held-out pairs by the
+Data: prompt/chosen/rejected (prompt a string or chat messages), two whole transcripts in Anthropic HH style
+("\\n\\nHuman: ... \\n\\nAssistant: ...") that share everything but the final answer, or OpenAI's DPO lines
+(input.messages, preferred_output, non_preferred_output; data/openai_format.py). Scored on held-out pairs by the
 implicit reward beta * (log pi(y|x) - log pi_ref(y|x)): reward accuracy (ties count half) and mean margin.
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from tuneforge.data.openai_format import dpo_pair, is_dpo_line
 from tuneforge.lazy_torch import inference_mode
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
@@ -66,6 +68,8 @@ class Preference(Task):
 
     # ---- data -------------------------------------------------------------------------------------------
     def parse(self, raw: dict[str, Any], columns: Any, known_labels: Sequence[str] | None) -> dict[str, Any]:
+        if is_dpo_line(raw) and columns.chosen not in raw:
+            return dpo_pair(raw)
         for col in (columns.chosen, columns.rejected):
             if col not in raw:
                 raise RecordError(f"missing column '{col}' (columns found: {', '.join(map(str, raw))})",
