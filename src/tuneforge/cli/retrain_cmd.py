@@ -99,7 +99,7 @@ def print_history(model: str, workspace: Path) -> None:
 
     table = Table(title=f"{model}: alias history")
     for column in ("at (UTC)", "alias", "from", "to", "action", "by", "reason"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column == "at (UTC)")  # wrapped, never cut short
     for e in ra.history(model, workspace=workspace):
         table.add_row(e.at, e.alias, str(e.from_version or "-"), str(e.to_version or "-"),
                       e.action + (" (forced)" if e.forced else ""), e.by, e.reason)
