@@ -60,19 +60,28 @@ def row(name: str, side: dict[str, Any], base: dict[str, Any] | None, figures: d
 def main() -> None:
     import torch
 
-    from tuneforge.export import export_run
+    from tuneforge.export import export_run, onnx
+
+    default_scheme = onnx.INT8_SCHEME
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", type=Path, help="an existing BANKING77 classification run folder")
     parser.add_argument("--steps", type=int, default=300, help="training steps when no --run is given")
     parser.add_argument("--limit", type=int, help="score N evenly spaced test examples (default: all)")
+    parser.add_argument("--int8-schemes", default="", help="also ONNX int8 with these onnxruntime settings "
+                        "(comma-separated names from tuneforge.export.onnx.INT8_SCHEMES)")
     args = parser.parse_args()
     start = time.time()
     run_dir = args.run or train_run(RESULTS / "runs", args.steps)
     trained = time.time() - start
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []
-    for kind, quantize, name, folder in EXPORTS:
+    schemes = [s for s in args.int8_schemes.split(",") if s]
+    extra = [("onnx", "int8", f"ONNX int8 ({s})", f"onnx-int8-{s}", s) for s in schemes]
+    for kind, quantize, name, folder, *scheme in [(*e, None) for e in EXPORTS] + extra:
+        onnx.INT8_SCHEME = scheme[0] or default_scheme
+        if scheme[0] is None and kind == "onnx" and quantize:
+            name = f"{name} ({default_scheme}, the default)"
         result = export_run(run_dir, kind, quantize, run_dir / "exports" / folder,
                             threads=1, limit=args.limit)
         (_, base), (_, side) = result.figures["sides"].items()

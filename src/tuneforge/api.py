@@ -48,6 +48,11 @@ def train(config: RunConfig | str | Path, *, resume: bool = False, overrides: li
     from tuneforge.training import distributed as dist
 
     cfg = resolve_config(config, overrides)
+    if cfg.data.augment is not None and cfg.data.augment.keep == "if_better":  # two runs; the better is kept
+        from tuneforge.training.augment_choice import train_keeping_better
+
+        return train_keeping_better(cfg, train, RunResult, resume=resume, console=console, quiet=quiet,
+                                    callbacks=callbacks)
     main = dist.is_main()  # under torchrun rank 0 alone writes the run folder; the others train beside it
     con = console_or_default(console) if main else console_or_default(_quiet_console())
     resume_from = open_run_folder(cfg, resume) if main else None

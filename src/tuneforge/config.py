@@ -79,6 +79,36 @@ class SplitConfig(Strict):
         return self
 
 
+class ParaphraseConfig(Strict):
+    """Paraphrases written by a generative run you trained (or any finished sft run): `load_run(run).generate`."""
+
+    run: str = Field(..., description="Finished generative run folder that writes the paraphrases.")
+    n: int = Field(1, ge=1, le=20, description="Paraphrases per training example.")
+    prompt: str = Field("Paraphrase this sentence, keeping its meaning: {text}",
+                        description="User message sent to the run; {text} is the example's text.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature (0: greedy, one distinct paraphrase).")
+    max_new_tokens: int = Field(48, ge=1, le=512)
+
+
+class AugmentConfig(Strict):
+    """New training examples from the training split only (validation and test are never touched)."""
+
+    n: int = Field(4, ge=0, le=50, description="EDA-edited copies per training example (0: none).")
+    edits: list[Literal["swap", "delete", "insert", "synonym"]] = Field(
+        ["swap", "delete", "insert", "synonym"], min_length=1,
+        description="EDA edits the copies take in turn: random swap, random deletion, insertion of a "
+                    "neighbour word, synonym replacement (synonyms: nearest whole words in the base model's "
+                    "input embedding matrix).")
+    alpha: float = Field(0.1, gt=0, le=0.5, description="Share of an example's words each edit changes (>= 1).")
+    neighbours: int = Field(10, ge=1, le=100, description="Nearest embedding words a synonym is drawn from.")
+    min_similarity: float = Field(0.4, ge=-1, le=1, description="Cosine similarity a synonym needs.")
+    paraphrase: ParaphraseConfig | None = None
+    keep: Literal["always", "if_better"] = Field(
+        "always", description="'if_better': train with and without augmentation (two runs, <name>-augmented and "
+                              "<name>-plain) and keep the one with the better validation metric; both are recorded.")
+    seed: int | None = Field(None, description="Defaults to training.seed.")
+
+
 class DataConfig(Strict):
     train: str | list[str] = Field(..., description="Training file(s), a datasets folder, or a hub dataset name.")
     validation: str | list[str] | None = Field(None, description="Own validation file(s); else split from train.")
@@ -90,6 +120,8 @@ class DataConfig(Strict):
     clean: CleanConfig = CleanConfig()
     split: SplitConfig = SplitConfig()
     skip_invalid: bool = Field(False, description="Drop and count invalid records instead of stopping.")
+    augment: AugmentConfig | None = Field(None, description="Augment the training split (small datasets); "
+                                                            "see docs/augment.md.")
 
 
 class EarlyStoppingConfig(Strict):
@@ -367,8 +399,12 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
         p = Path(value).expanduser()
         return str(p.resolve()) if p.exists() else value
 
+    augment = cfg.data.augment
+    if augment is not None and augment.paraphrase is not None:  # the paraphrasing run is a local folder too
+        augment = augment.model_copy(update={"paraphrase": augment.paraphrase.model_copy(
+            update={"run": fix(augment.paraphrase.run)})})
     data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "validation": fix(cfg.data.validation),
-                                       "test": fix(cfg.data.test)})
+                                       "test": fix(cfg.data.test), "augment": augment})
     model = cfg.model.model_copy(update={"path": fix(cfg.model.path) if cfg.model.path != "default" else "default",
                                          "from_run": fix(cfg.model.from_run)})
     task = cfg.task.model_copy(update={f: fix(getattr(cfg.task, f)) for f in cfg.task.path_fields})

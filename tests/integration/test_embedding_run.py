@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import assert_user_error, base_config, make_config, make_intent_rows, write_jsonl
+from conftest import assert_user_error, base_config, make_config, make_intent_rows, write_jsonl, write_yaml
 
 CITIES = [("Paris", "France"), ("Lima", "Peru"), ("Oslo", "Norway"), ("Kyoto", "Japan"), ("Lagos", "Nigeria"),
           ("Cairo", "Egypt"), ("Quito", "Ecuador"), ("Hanoi", "Vietnam"), ("Dublin", "Ireland"), ("Perth", "Australia"),
@@ -138,16 +138,63 @@ def test_triplets_train_and_beat_the_base_model(tiny_bert: Path, tmp_path: Path)
     assert all(e["negative"].startswith("travel guide for") for e in test)  # the negative column was read
 
 
-def test_labelled_texts_train_with_mined_hard_negatives(tiny_bert: Path, tmp_path: Path) -> None:
-    data = write_jsonl(tmp_path / "intents.jsonl", make_intent_rows(30))
-    cfg = embedding_config(tiny_bert, data, tmp_path / "runs", "labels", {"data": "labels", "hard_negatives": True},
+@pytest.fixture(scope="module")
+def labelled_run(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(config file, run folder) of a labelled-data run with mined hard negatives."""
+    tmp = tmp_path_factory.mktemp("labels")
+    data = write_jsonl(tmp / "intents.jsonl", make_intent_rows(30))
+    cfg = embedding_config(tiny_bert, data, tmp / "runs", "labels", {"data": "labels", "hard_negatives": True},
                            epochs=4)
     cfg["data"]["split"] = {"train": 0.6, "validation": 0.1, "test": 0.3}  # 27 test queries, not 9
-    metrics = train(cfg)
+    cfg["compare"] = {"bootstrap_samples": 200, "permutations": 200, "latency_examples": 5}
+    train(cfg)
+    return write_yaml(tmp / "labels.yaml", cfg), tmp / "runs" / "labels"
+
+
+def test_labelled_texts_train_with_mined_hard_negatives(labelled_run: tuple[Path, Path]) -> None:
+    metrics = json.loads((labelled_run[1] / "metrics.json").read_text())
     tuned, base = metrics["test"], metrics["baselines"]["base_model"]
     assert tuned["ndcg_at_10"] > base["ndcg_at_10"] + 0.05, (tuned, base)
     mined = metrics["train"]["hard_negatives"]
     assert mined["mined"] == mined["of"] > 0  # labelled data: every text gets its nearest other-label text
+
+
+def test_compare_puts_the_tuned_encoder_beside_the_base_in_retrieval_and_knn(labelled_run: tuple[Path, Path],
+                                                                             cli) -> None:
+    config, run = labelled_run
+    res = cli("compare", config, "--run", run)
+    assert res.code == 0, res.err
+    report = json.loads((run.parent / "labels-compare" / "comparison.json").read_text())
+    assert report["metric"] == "ndcg_at_10"
+    rows = {r["key"]: r for r in report["rows"]}
+    assert set(rows) == {"base_encoder", "run:labels"}
+    base, tuned = rows["base_encoder"], rows["run:labels"]
+    recorded = json.loads((run / "metrics.json").read_text())
+    # Each row is its encoder scored as the run scored itself on the same test split.
+    assert tuned["ndcg_at_10"] == pytest.approx(recorded["test"]["ndcg_at_10"], abs=1e-5)
+    assert base["ndcg_at_10"] == pytest.approx(recorded["baselines"]["base_model"]["ndcg_at_10"], abs=1e-5)
+    assert tuned["ndcg_at_10"] != base["ndcg_at_10"] and base.get("best_baseline") and 0 < tuned["p_value"] <= 1
+    for r in (base, tuned):
+        assert r["ci_low"] <= r["ndcg_at_10"] <= r["ci_high"]
+        assert set(r["secondary"]) == {"recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "knn_accuracy"}
+        for name, s in r["secondary"].items():
+            assert s["ci_low"] <= s["value"] <= s["ci_high"] and 0 <= s["value"] <= 1, name
+    assert tuned["secondary"]["recall_at_5"]["value"] == pytest.approx(recorded["test"]["recall_at_5"], abs=1e-5)
+    assert tuned["secondary"] != base["secondary"]
+    assert tuned["trainable_params"] == recorded["train"]["trainable_params"] and base["trainable_params"] == 0
+    md = (run.parent / "labels-compare" / "report.md").read_text()
+    assert "knn_accuracy [95% CI]" in md and "fine-tuned full (labels)" in md
+
+
+def test_compare_of_a_pairs_run_has_retrieval_rows_and_no_knn(pair_run: Path, cli) -> None:
+    res = cli("compare", pair_run / "config.yaml", "--run", pair_run, "--set", "compare.bootstrap_samples=100",
+              "--set", "compare.permutations=100", "--set", "compare.latency_examples=5")
+    assert res.code == 0, res.err
+    report = json.loads((pair_run.parent / "pairs-compare" / "comparison.json").read_text())
+    rows = {r["key"]: r for r in report["rows"]}
+    assert set(rows["run:pairs"]["secondary"]) == {"recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10"}
+    assert rows["run:pairs"]["ndcg_at_10"] >= rows["base_encoder"]["ndcg_at_10"] + 0.2  # as the run measured itself
+    assert "Fine-tune" in report["recommendation"]
 
 
 @pytest.mark.parametrize(("record", "needle", "fix"), [

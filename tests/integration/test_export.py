@@ -123,6 +123,15 @@ def test_onnx_classifier_agrees_with_pytorch_on_the_test_split(lora_classifier: 
     assert quantised.out != result.out and quantised.info["dtype"].startswith("int8")
     assert quantised.figures["sides"][next(reversed(quantised.figures["sides"]))]["size_bytes"] < \
         figures["sides"][next(reversed(figures["sides"]))]["size_bytes"]
+    # int8 weights carry one scale per output channel (docs/bench/export_banking77.md: a quarter of the error of
+    # one scale per tensor on MiniLM); a per-tensor weight would have a scalar zero point
+    import onnx
+
+    graph = onnx.load(str(quantised.out / "model.onnx")).graph
+    inits = {i.name: i for i in graph.initializer}
+    weight_zero_points = [inits[n.input[3]] for n in graph.node if n.op_type == "MatMulInteger" and n.input[3] in inits]
+    assert weight_zero_points and all(len(z.dims) == 1 and z.dims[0] > 1 for z in weight_zero_points)
+    assert quantised.info["quantization"]["scheme"] == "per-channel"
 
 
 def test_gguf_of_a_tiny_llama_holds_every_tensor_tokenizer_and_template(lora_lm: Path) -> None:
@@ -216,3 +225,32 @@ def test_export_of_a_tracked_run_is_an_mlflow_model_version_tagged_with_its_kind
     assert version.run_id == json.loads((run / "run.json").read_text())["tracking"]["run_id"]
     saved = json.loads((result.out / "export.json").read_text())
     assert saved["tracking"]["version"] == recorded["version"]
+
+
+def test_student_export_distils_the_run_into_a_smaller_model_in_the_same_table(lora_lm: Path, tiny_student: Path,
+                                                                               tmp_path: Path, cli: Any) -> None:
+    import yaml
+
+    from conftest import write_yaml
+    from tuneforge.export import export_run, load_export
+    from tuneforge.registry.loaded_run import load_run
+
+    config = write_yaml(tmp_path / "student.yaml", {
+        "model": {"path": str(tiny_student)}, "method": {"name": "full"},
+        "task": {"eval_generations": 2, "forgetting": {"enabled": False}},
+        "training": {"epochs": 1, "max_steps": 4, "batch_size": 8, "learning_rate": 1e-2, "threads": 1},
+        "tracking": {"mlflow": False}, "evaluation": {"baselines": []}})
+    result = export_run(lora_lm, "student", limit=4, student_config=config)
+    student = result.out / "run"
+    saved = yaml.safe_load((student / "config.yaml").read_text())
+    assert saved["task"]["name"] == "distillation" and saved["task"]["teacher"] == str(load_run(lora_lm).path)
+    assert saved["data"]["train"] == str(lora_lm / "data" / "train.jsonl")  # the run's own cleaned split
+    assert json.loads((student / "metrics.json").read_text())["test"]["teacher_kl"] >= 0
+    assert result.info["compression"] > 1.5
+    (_, run_side), (name, side) = result.figures["sides"].items()
+    assert name == "export: student" and side["metric"] is not None and 0 <= result.figures["agreement"] <= 1
+    assert side["size_bytes"] < run_side["size_bytes"]
+    loaded = load_export(result.out).model
+    assert sum(p.numel() for p in loaded.parameters()) < sum(p.numel() for p in load_run(lora_lm).model().parameters())
+    assert "| export: student |" in (result.out / "report.md").read_text()
+    assert_user_error(cli("export", str(lora_lm), "--to", "student"), "--student-config", fix="model.path")

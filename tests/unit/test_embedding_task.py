@@ -38,6 +38,31 @@ def test_labelled_texts_pair_within_a_label_and_skip_a_label_seen_once() -> None
     assert t.training_rows(examples) == rows  # seeded: the same pairs every run
 
 
+def _seeded(seed: int) -> Embedding:
+    t = task(data="labels")
+    t.check_config(SimpleNamespace(method=SimpleNamespace(name="full"), data=SimpleNamespace(max_length=64),
+                                   training=SimpleNamespace(seed=seed)))
+    return t
+
+
+def test_labelled_pairs_are_drawn_with_the_training_seed() -> None:
+    examples = [{"anchor": f"text {i}", "label": "ab"[i % 2]} for i in range(40)]
+    first, again, other = (_seeded(s).training_rows(examples) for s in (1, 1, 2))
+    assert first == again
+    assert [r["positive"] for r in first] != [r["positive"] for r in other]
+    assert [r["anchor"] for r in first] == [r["anchor"] for r in other]  # every text is still an anchor once
+
+
+def test_labelled_rows_carry_anchor_and_negative_label_ids_for_the_sampler() -> None:
+    examples = [{"anchor": "a1", "label": "a", "negative": "b1"}, {"anchor": "a2", "label": "a", "negative": "b1"},
+                {"anchor": "b1", "label": "b", "negative": "a2"}, {"anchor": "b2", "label": "b", "negative": "a1"}]
+    rows = task(data="labels").training_rows(examples)
+    assert [r["label"] for r in rows] == [[0, 1], [0, 1], [1, 0], [1, 0]]
+    assert all("label" not in r for r in task(data="labels", distinct_label_batches=False).training_rows(examples))
+    without = task(data="labels").training_rows([{k: v for k, v in e.items() if k != "negative"} for e in examples])
+    assert [r["label"] for r in without] == [[0, -1], [0, -1], [1, -1], [1, -1]]
+
+
 def test_negatives_are_used_only_when_every_row_has_one() -> None:
     t = task()
     some = [{"anchor": "a", "positive": "b", "negative": "c"}, {"anchor": "d", "positive": "e"}]
@@ -63,10 +88,11 @@ def test_loss_is_cached_mnrl_inside_matryoshka_when_asked(tiny_bert: Path) -> No
 
 
 def test_methods_that_cannot_save_a_sentence_transformer_are_refused() -> None:
-    cfg = SimpleNamespace(method=SimpleNamespace(name="prompt_tuning"), data=SimpleNamespace(max_length=64))
+    cfg = SimpleNamespace(method=SimpleNamespace(name="prompt_tuning"), data=SimpleNamespace(max_length=64),
+                          training=SimpleNamespace(seed=3))
     with pytest.raises(ConfigError, match="prompt_tuning"):
         task().check_config(cfg)
     cfg.method.name = "lora"
     t = task()
     t.check_config(cfg)
-    assert t.max_length == 64
+    assert t.max_length == 64 and t.seed == 3

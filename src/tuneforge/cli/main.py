@@ -14,7 +14,9 @@ from tuneforge.cli import (
     config_cmd,
     data_cmd,
     export_cmd,
+    forget_cmd,
     generate_cmd,
+    jobs_cmd,
     models_cmd,
     plan_cmd,
     runs_cmd,
@@ -31,12 +33,15 @@ app.add_typer(runs_cmd.app, name="runs")
 app.command()(generate_cmd.generate)
 app.command()(generate_cmd.chat)
 app.command()(compare_cmd.compare)
+app.command()(forget_cmd.forget)  # right to erasure (issue 15)
 app.command()(plan_cmd.plan)
 app.command()(sweep_cmd.sweep)
 app.command()(serve_cmd.serve)
 app.add_typer(serve_cmd.keys_app, name="keys")
 app.command()(export_cmd.export)
 app.add_typer(models_cmd.app, name="models")  # base-model catalogue (issue 12)
+app.add_typer(jobs_cmd.app, name="jobs")  # fine-tuning jobs (cli/jobs_cmd.py)
+app.command()(jobs_cmd.worker)
 from tuneforge.cli import retrain_cmd  # noqa: E402 - retrain / promote / rollback (issue 15, point 3)
 
 app.command()(retrain_cmd.retrain)

@@ -38,7 +38,11 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
                                                              "(0: keep all).")] = 30.0,
           engine: Annotated[str, typer.Option(help="transformers (in this process) or vllm.")] = "transformers",
           dry_run: Annotated[bool, typer.Option("--dry-run", help="With --engine vllm: print the command.")] = False,
-          device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps.")] = "cpu") -> None:
+          device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps.")] = "cpu",
+          workers: Annotated[int, typer.Option(min=0, help="Fine-tuning job workers to run beside the "
+                                                           "server.")] = 0,
+          queue: Annotated[str | None, typer.Option(help="Jobs queue URL (postgresql://...); default: the "
+                                                         "workspace's SQLite file.")] = None) -> None:
     """Serve every finished run as an OpenAI-compatible API (chat, completions, embeddings, classify)."""
     if engine == "vllm":
         _serve_vllm(workspace, list(runs or []), host, port, max_adapters, dry_run)
@@ -56,11 +60,19 @@ def serve(runs: Annotated[list[str] | None, typer.Argument(help="Runs to serve (
                              max_upload_bytes=max_upload_bytes,
                              log_inputs=log_inputs, redact_pii=redact_pii,
                              retention_days=retention_days or None, device=device,
-                             limits=Limits(max_new_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens))
+                             limits=Limits(max_new_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens),
+                             jobs_queue=queue)
     app = create_app(settings)
     names = ", ".join(app.state.serving.engine.runs) or "(no finished runs; only `default` embeddings)"
     console.print(f"serving {names} on http://{host}:{port}/v1  (keys: tuneforge keys create --name NAME)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    console.print(f"dashboard: http://{host}:{port}/  (log in with an API key)", highlight=False)
+    from tuneforge.cli.jobs_cmd import start_workers, stop_workers  # fine-tuning job workers (cli/jobs_cmd.py)
+
+    procs = start_workers(workspace, queue, workers)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        stop_workers(procs)
 
 
 

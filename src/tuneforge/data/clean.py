@@ -49,6 +49,15 @@ def dedupe_key(text: str) -> str:
     return _SPACES.sub(" ", _PUNCT.sub(" ", text)).strip()
 
 
+def record_hash(text: str) -> str:
+    """A record's id however it was cleaned: sha256 of its dedupe key (case, spacing, punctuation and Unicode
+    composition ignored), 32 hex digits. Every prepared example carries it as `_rid` (taken before PII redaction,
+    from the text as read), so `tuneforge forget` finds a record in a run's data without keeping its text."""
+    import hashlib
+
+    return hashlib.sha256(dedupe_key(text).encode("utf-8")).hexdigest()[:32]
+
+
 def clean_examples(examples: list[Example], task: Task, cfg: CleanConfig,
                    token_lengths: Callable[[list[Example]], list[int]] | None) -> tuple[list[Example], dict[str, Any]]:
     """Run the cleaning steps in order; returns kept examples and a report of what each step removed."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.config import RunConfig
-from tuneforge.data.clean import clean_examples
+from tuneforge.data.clean import clean_examples, record_hash
 from tuneforge.data.coverage import coverage_warnings, tokenizer_coverage
 from tuneforge.data.report import build_report
 from tuneforge.data.sources import read_records
@@ -48,6 +48,7 @@ def load_examples(paths: list[str], cfg: RunConfig, task: Task, stats: dict[str,
                     break  # enough to report; no need to read a huge broken file to the end
                 continue
             example["_src"] = f"{file}:{line}"
+            example["_rid"] = record_hash(task.text_of(example))  # per-record fingerprint (tuneforge forget)
             examples.append(example)
         if invalid and not data.skip_invalid:
             file, line, err = invalid[0]
@@ -141,6 +142,11 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
         raise DataError("no training examples left: every one also occurs in validation or test",
                         file=_paths(data.train)[0], fix="use different files for train and test, or set "
                         "data.clean.remove_leakage: false to keep the overlap (and inflate the scores)")
+    augmentation: dict[str, Any] = {}
+    if data.augment is not None:  # the training split only, after the split and the leakage check
+        from tuneforge.data.augment import augment_split
+
+        splits["train"], augmentation = augment_split(splits, cfg, task)
     labels = list(data.labels) if data.labels else task.label_list(splits)
     if len(labels) < task.min_labels:
         raise DataError(f"only one label ({labels[0] if labels else 'none'}) in the data", file=_paths(data.train)[0],
@@ -151,7 +157,7 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
     warnings += coverage_warnings(coverage)
     report = build_report(splits, task, lengths, data.max_length, sources=sources, cleaning=cleaning,
                           leakage=leakage, split_seed=split_seed, labels=labels, tokenizer_coverage=coverage,
-                          warnings=warnings)
+                          warnings=warnings, **({"augmentation": augmentation} if augmentation else {}))
     unseen = sorted(set(labels) - set(report["label_distribution"]["train"]))
     if unseen:
         report["labels_missing_from_train"] = unseen

@@ -70,6 +70,10 @@ def render_report(report: dict[str, Any], console: Any) -> None:
                 steps.add_row(f"{split}: {key.replace('_', ' ')}", str(value))
     for key, value in report.get("leakage", {}).items():
         steps.add_row(f"leakage: {key.replace('_', ' ')}", str(value))
+    augmentation = report.get("augmentation")
+    if augmentation:
+        kinds = ", ".join(f"{k} {v}" for k, v in augmentation["by_kind"].items()) or "none"
+        steps.add_row("train: augmented rows added", f"{augmentation['rows_added']} ({kinds})")
     for name, count in report["rows"].items():
         steps.add_row(f"final {name}", str(count))
     console.print(steps)

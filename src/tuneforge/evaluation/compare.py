@@ -56,6 +56,10 @@ def score_rows(refs: np.ndarray, entrants: list[Entrant], metric: str, higher_is
             "trainable_params": e.trainable_params, "artifact_bytes": e.artifact_bytes, "note": e.note}
         if metric in ("macro_f1", "weighted_f1"):
             row["accuracy"] = accuracy(refs, e.outputs)
+        for name, values in e.secondary.items():  # means of per-example values, each with its interval
+            sec = bootstrap_ci(np.zeros(len(values)), values, metric_fn(name), cmp.bootstrap_samples,
+                               cmp.confidence, seed)
+            row.setdefault("secondary", {})[name] = {"value": sec.point, "ci_low": sec.low, "ci_high": sec.high}
         if best is not None and e.key != best.key:
             test = paired_permutation_test(refs, e.outputs, best.outputs, fn, cmp.permutations, seed)
             row.update(vs=best.key, delta=test.difference, p_value=test.p_value)
@@ -121,9 +125,12 @@ def _print(rows: list[dict[str, Any]], metric: str, advice: str, con: Any) -> No
     table = Table(title="Test set: fine-tuning vs prompting vs retrieval")
     for col in ("system", f"{metric} [95% CI]", "vs best baseline", "train", "p50 / p95 ms", "trainable"):
         table.add_column(col, justify="left" if col == "system" else "right")
+    secondary = list(rows[0].get("secondary", {})) if rows else []
+    for name in secondary:
+        table.add_column(name, justify="right")
     for r in rows:
         table.add_row(r["system"], f"{r[metric]:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]", fmt_delta(r, metric),
                       fmt_seconds(r["train_seconds"]), f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f}",
-                      f"{r['trainable_params']:,}")
+                      f"{r['trainable_params']:,}", *(f"{r['secondary'][n]['value']:.4f}" for n in secondary))
     con.print(table)
     con.print(f"[bold]recommendation:[/bold] {advice}")

@@ -103,6 +103,7 @@ def write_comparison_report(out: Path, cfg: Any, result: Any, higher: bool) -> P
     plots = [comparison_png(rows, metric, out / "comparison.png", conf),
              cost_scatter_png(rows, metric, out / "score_vs_latency.png")]
     extra_col = "accuracy" if "accuracy" in rows[0] else None
+    secondary = list(rows[0].get("secondary", {}))  # e.g. recall@k and kNN accuracy of embedding rows
     lines = [f"# Comparison: {cfg.name}", "",
              f"Task **{cfg.task.name}**, base model `{cfg.model.path}`, {result.extra['test_examples']} test "
              f"examples (the split every fine-tuned run below was tested on).", "",
@@ -110,8 +111,9 @@ def write_comparison_report(out: Path, cfg: Any, result: Any, higher: bool) -> P
              "## Results", "",
              f"| system | kind | {metric} [{conf}% CI] |" + (f" {extra_col} |" if extra_col else "")
              + " vs best baseline (paired test) | training | latency p50 / p95 | peak memory | trainable params "
-               "| artefact |",
-             "|---|---|---:|" + ("---:|" if extra_col else "") + "---:|---:|---:|---:|---:|---:|"]
+               "| artefact |" + "".join(f" {n} [{conf}% CI] |" for n in secondary),
+             "|---|---|---:|" + ("---:|" if extra_col else "") + "---:|---:|---:|---:|---:|---:|"
+             + "---:|" * len(secondary)]
     for r in rows:
         system = html.escape(r["system"] + (f" ({r['note']})" if r.get("note") else ""), quote=False)
         cells = [system.replace("|", "\\|"), KIND_NAMES.get(r["kind"], r["kind"]),
@@ -121,6 +123,8 @@ def write_comparison_report(out: Path, cfg: Any, result: Any, higher: bool) -> P
         cells += [fmt_delta(r, metric), fmt_seconds(r["train_seconds"]),
                   f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} ms", f"{r['peak_memory_mb']:.0f} MB",
                   f"{r['trainable_params']:,}", fmt_bytes(r["artifact_bytes"])]
+        cells += [f"{v['value']:.4f} [{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
+                  for v in (r["secondary"][n] for n in secondary)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"- CI: percentile bootstrap over test examples ({cfg.compare.bootstrap_samples} resamples).",
               f"- Paired test: two-sided approximate randomisation ({cfg.compare.permutations} permutations) "

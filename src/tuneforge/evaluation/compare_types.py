@@ -25,6 +25,8 @@ class Entrant:
     artifact_bytes: int
     note: str = ""
     base: str | None = None  # for a combined row: the key of the run it extends
+    # Further per-example values scored as means with their own CIs (embedding: recall@k, kNN accuracy).
+    secondary: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

@@ -16,7 +16,8 @@ from typing import Any
 from tuneforge.export._common import EXPORT_META, KINDS, ExportError, export_meta, folder_size, run_model_size
 
 __all__ = ["KINDS", "ExportError", "ExportResult", "LoadedExport", "export_run", "load_export"]
-QUANTIZE = {"merged": (None,), "int8": (None, "int8"), "onnx": (None, "int8"), "gguf": (None, "f16", "q8_0")}
+QUANTIZE = {"merged": (None,), "int8": (None, "int8"), "onnx": (None, "int8"), "gguf": (None, "f16", "q8_0"),
+            "student": (None,)}
 
 
 @dataclass
@@ -44,7 +45,11 @@ def _check_request(to: str, quantize: str | None) -> None:
                           fix=f"--to {to} takes --quantize {allowed}" if allowed != "none" else "drop --quantize")
 
 
-def _write(run: Any, to: str, quantize: str | None, out: Path) -> dict[str, Any]:
+def _write(run: Any, to: str, quantize: str | None, out: Path, student_config: Path | None) -> dict[str, Any]:
+    if to == "student":
+        from tuneforge.export.student import export_student
+
+        return export_student(run, out, student_config)
     if to == "merged":
         from tuneforge.export.merge import export_merged
 
@@ -74,8 +79,10 @@ def _lineage(run: Any) -> dict[str, Any]:
 
 
 def export_run(run_folder: str | Path, to: str, quantize: str | None = None, out: str | Path | None = None,
-               *, measure: bool = True, limit: int | None = None, threads: int | None = None) -> ExportResult:
-    """Write the export, measure it against the run (unless measure=False) and record it."""
+               *, measure: bool = True, limit: int | None = None, threads: int | None = None,
+               student_config: str | Path | None = None) -> ExportResult:
+    """Write the export, measure it against the run (unless measure=False) and record it. `student_config`: the
+    student's run config for to="student" (export/student.py)."""
     import tuneforge
     from tuneforge.registry.files import write_json
     from tuneforge.registry.loaded_run import load_run
@@ -88,7 +95,8 @@ def export_run(run_folder: str | Path, to: str, quantize: str | None = None, out
         raise ExportError(f"{out_dir} exists and is not a tuneforge export", fix="give an empty or new --out folder")
     staging = out_dir.with_name(f".{out_dir.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
-    info = {"kind": to, "quantize": quantize, **_write(run, to, quantize, staging)}
+    info = {"kind": to, "quantize": quantize,
+            **_write(run, to, quantize, staging, Path(student_config) if student_config else None)}
     info.update(created=time.time(), tuneforge_version=tuneforge.__version__, run=_lineage(run))
     write_json(staging / EXPORT_META, info)
     shutil.rmtree(out_dir, ignore_errors=True)  # an export is derived from the run: writing it again replaces it
@@ -110,6 +118,10 @@ def measure_export(run: Any, out: Path, limit: int | None = None, threads: int |
     exported = load_export(out, threads=threads)
     size = folder_size(out) - sum(folder_size(out / f) for f in ("report.md", "report.html", EXPORT_META)
                                   if (out / f).exists())
+    if exported.meta["kind"] == "student":  # what serving it needs, not its run folder's checkpoints and plots
+        from tuneforge.registry.loaded_run import load_run
+
+        size = run_model_size(load_run(out / exported.meta["student_run"]))
     base = Side(f"run ({run.method.name}, torch fp32)", run.model(), run_model_size(run))
     label = exported.meta["kind"] + (f" {exported.meta['quantize']}" if exported.meta.get("quantize") else "")
     return compare(run, base, Side(f"export: {label}", exported.model, size), limit=limit)
@@ -124,8 +136,13 @@ def load_export(folder: str | Path, threads: int | None = None) -> LoadedExport:
 
     folder = Path(folder)
     meta = export_meta(folder)
-    tokenizer = load_tokenizer(str(folder), False)
     kind = meta["kind"]
+    if kind == "student":  # an ordinary run folder inside the export
+        from tuneforge.registry.loaded_run import load_run
+
+        student = load_run(folder / meta["student_run"])
+        return LoadedExport(student.model(), student.tokenizer, meta)
+    tokenizer = load_tokenizer(str(folder), False)
     if kind == "onnx":
         from tuneforge.export.onnx import ONNX_FILE, OnnxModel
 
@@ -134,6 +151,7 @@ def load_export(folder: str | Path, threads: int | None = None) -> LoadedExport:
         from tuneforge.export.gguf import read_back
 
         return LoadedExport(read_back(folder), tokenizer, meta)
+
     task_cls = TASKS.get(meta["run"]["task"]["name"])
     task = task_cls(task_cls.Params.model_validate(meta["run"]["task"]))
     model = task.build_model(str(folder), meta["run"]["labels"], pad_token_id=tokenizer.pad_token_id).float().eval()

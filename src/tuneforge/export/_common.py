@@ -8,7 +8,7 @@ from typing import Any
 from tuneforge.errors import TuneforgeError
 
 EXPORT_META = "export.json"
-KINDS = ("merged", "int8", "onnx", "gguf")
+KINDS = ("merged", "int8", "onnx", "gguf", "student")
 
 
 class ExportError(TuneforgeError):

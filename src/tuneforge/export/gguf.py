@@ -122,7 +122,54 @@ def _add_hparams(writer: Any, config: Any, name: str, quantize: str) -> None:
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size: int, template: str) -> None:
+LLAMA3_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
+
+def pre_tokenizer_name(tokenizer: Any) -> str:
+    """llama.cpp's name (`tokenizer.ggml.pre`) for the byte-level BPE pre-tokenizer the run's tokenizer.json uses.
+
+    llama.cpp splits text with its own regexes, chosen by this name; with 'default' it splits punctuation and
+    digits differently from GPT-2 style tokenizers, so the GGUF would tokenize prompts unlike the run. The three
+    layouts Llama-family byte-level tokenizers use are recognised from their structure (llama.cpp's converter
+    recognises them by hashing a test string's tokens): GPT-2's ByteLevel regex -> 'gpt-2'; digits split one by
+    one, then ByteLevel (SmolLM) -> 'smollm'; Llama 3's Split regex, then ByteLevel without its regex ->
+    'llama-bpe'. Anything else keeps 'default' (export_gguf adds a note)."""
+    import json
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    parts = spec.get("pretokenizers", []) if spec.get("type") == "Sequence" else [spec]
+    kinds = [part.get("type") for part in parts]
+    if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and parts[1].get("use_regex", True):
+        return "smollm"
+    if (kinds == ["Split", "ByteLevel"] and parts[0].get("pattern", {}).get("Regex") == LLAMA3_SPLIT
+            and not parts[1].get("use_regex", True)):
+        return "llama-bpe"
+    return "default"
+
+
+def bpe_merge_scores(tokenizer_dir: Path, tokens: list[Any]) -> list[float]:
+    """Scores that make llama.cpp's 'llama' tokenizer merge in the BPE's merge order.
+
+    llama.cpp tokenises a 'llama' vocabulary the SentencePiece way: it repeatedly joins the adjacent pair whose
+    joined token has the highest score. gguf's LlamaHfVocab (which llama.cpp's converter uses for a tokenizer.json
+    without tokenizer.model) scores every token -1000, so llama.cpp joins pairs left to right instead of in merge
+    order and splits prompts into other ids than transformers (TinyStories: 'Tell' -> 'T'+'ell' instead of
+    'T'+'e'+'ll▁'...). Scoring each token minus the rank of the merge that makes it restores the order."""
+    import json
+
+    merges = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"].get("merges", [])
+    rank: dict[str, int] = {}
+    for i, merge in enumerate(merges):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, i)
+    texts = [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in tokens]
+    return [-(rank[t] + 1.0) if t in rank else 0.0 for t in texts]
+
+
+def _add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size: int, template: str) -> str:
     """Byte-level BPE tokenizers as 'gpt2' (tokens + merges), byte-fallback BPE / SentencePiece as 'llama'."""
     import gguf
     from gguf.vocab import LlamaHfVocab, SpecialVocab
@@ -132,6 +179,7 @@ def _add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size:
     try:
         vocab = LlamaHfVocab(tokenizer_dir)
         model, tokens, scores, types = "llama", *map(list, zip(*vocab.all_tokens(), strict=True))
+        scores = bpe_merge_scores(tokenizer_dir, tokens)
     except (FileNotFoundError, TypeError):  # not byte-fallback BPE: a GPT-2 style byte-level BPE
         reverse = {i: t for t, i in tokenizer.get_vocab().items()}
         model, tokens, scores = "gpt2", [reverse.get(i, f"[PAD{i}]") for i in range(vocab_size)], None
@@ -141,8 +189,9 @@ def _add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size:
     for i in range(len(tokens), vocab_size):  # the model's embedding can be larger than the vocabulary
         tokens.append(f"[PAD{i}]")
         types.append(gguf.TokenType.UNUSED)
+    pre = pre_tokenizer_name(tokenizer) if model == "gpt2" else "default"  # 'llama' (SentencePiece) has none
     writer.add_tokenizer_model(model)
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     if scores is not None:
@@ -151,10 +200,11 @@ def _add_tokenizer(writer: Any, tokenizer: Any, tokenizer_dir: Path, vocab_size:
     specials.chat_template = None  # the run's template is written below, once
     specials.add_to_gguf(writer, quiet=True)
     writer.add_chat_template(template)
+    return pre if model == "gpt2" else "sentencepiece"
 
 
-def write_gguf(merged: Any, tokenizer_dir: Path, path: Path, quantize: str, name: str) -> dict[str, str]:
-    """Write the merged model; returns HF name -> GGUF name for every tensor written."""
+def write_gguf(merged: Any, tokenizer_dir: Path, path: Path, quantize: str, name: str) -> tuple[dict[str, str], str]:
+    """Write the merged model; returns HF name -> GGUF name for every tensor written, and the pre-tokenizer."""
     import gguf
 
     config = merged.model.config
@@ -162,7 +212,7 @@ def write_gguf(merged: Any, tokenizer_dir: Path, path: Path, quantize: str, name
     names = gguf_names(state, config)
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     _add_hparams(writer, config, name, quantize)
-    _add_tokenizer(writer, merged.tokenizer, tokenizer_dir, config.vocab_size, merged.chat_template[1])
+    pre = _add_tokenizer(writer, merged.tokenizer, tokenizer_dir, config.vocab_size, merged.chat_template[1])
     for hf_name, gguf_name in names.items():
         data = state[hf_name]
         heads = _heads_for(hf_name, config)
@@ -174,7 +224,7 @@ def write_gguf(merged: Any, tokenizer_dir: Path, path: Path, quantize: str, name
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return names
+    return names, pre
 
 
 def modelfile(template_name: str, template: str, stops: list[str]) -> str:
@@ -197,15 +247,19 @@ def export_gguf(run: Any, out: Path, quantize: str | None) -> dict[str, Any]:
     check_gguf_run(run, quantize)
     merged = merged_model(run)
     out.mkdir(parents=True, exist_ok=True)
-    names = write_gguf(merged, run.model_dir, out / GGUF_FILE, quantize, run.name)
+    names, pre = write_gguf(merged, run.model_dir, out / GGUF_FILE, quantize, run.name)
     # config + tokenizer beside the file: `read_back` rebuilds a transformers model from the GGUF weights
     merged.model.config.save_pretrained(str(out))
     merged.tokenizer.save_pretrained(str(out))
     template_name, template = merged.chat_template
     stops = [END_OF_TURN.get(template_name, ""), merged.tokenizer.eos_token or ""]
     (out / "Modelfile").write_text(modelfile(template_name, template, stops))
+    notes = [] if pre != "default" else [
+        "the tokenizer's pre-tokenizer is not one llama.cpp names (gpt-2, smollm, llama-bpe): the GGUF says "
+        "'default', so llama.cpp may split prompts into other tokens than the run does"]
     return {"files": sorted(p.name for p in out.iterdir()), "format": "gguf", "dtype": quantize,
-            "tensors": len(names), "chat_template": template_name, "stop": [s for s in stops if s]}
+            "tensors": len(names), "chat_template": template_name, "stop": [s for s in stops if s],
+            "pre_tokenizer": pre, "notes": notes}
 
 
 def read_back(folder: Path) -> Any:

@@ -49,7 +49,7 @@ class LimitsMiddleware:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 self.metrics.observe_request(route, status[0], time.perf_counter() - start)
 
-        upload = scope.get("method") == "POST" and scope.get("path") == "/v1/files"
+        upload = scope.get("method") == "POST" and scope.get("path") in ("/v1/files", "/ui/launch")  # + dashboard form
         limit = self.max_upload_bytes if upload else self.max_body_bytes
         body = await self._read_body(scope, receive, limit)
         if body is None:
@@ -144,6 +144,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
     from tuneforge.serving.routes_files import router as files_router  # files API (/v1/files): scope jobs
 
     app.include_router(files_router)
+    from tuneforge.serving.routes_jobs import router as jobs_router  # fine-tuning jobs (serving/routes_jobs.py)
+
+    app.include_router(jobs_router)
+    from tuneforge.serving.dashboard import install as install_dashboard  # the pages at `/`
+
+    install_dashboard(app)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -43,7 +43,7 @@ def discover_runs(workspace: Path, wanted: list[str] | None = None,
                 continue
             if (folder / "metrics.json").is_file() and (folder / "model" / "tuneforge.json").is_file():
                 try:
-                    runs.append(load_run(folder))
+                    runs.append(_named(load_run(folder)))
                 except TuneforgeError as exc:  # one unreadable run folder must not take the others offline
                     log.warning("not serving %s: %s", folder, exc)
     named: dict[str, LoadedRun] = {}
@@ -52,6 +52,14 @@ def discover_runs(workspace: Path, wanted: list[str] | None = None,
             raise RunError(f"two models would be called {run.name!r}", fix="serve runs whose folder names differ")
         named[run.name] = run
     return named
+
+
+def _named(run: LoadedRun) -> LoadedRun:
+    """A fine-tuning job's run answers to its `ft:` id (serving/job_config.py), any other run to its folder name."""
+    from tuneforge.serving.job_config import served_as, served_name
+
+    name = served_name(run.path)
+    return served_as(run, name) if name else run
 
 
 def share_key(run: LoadedRun) -> str | None:

@@ -41,6 +41,7 @@ class ServeSettings:
     retention_days: float | None = 30.0
     device: str = "cpu"
     limits: Limits = field(default_factory=Limits)
+    jobs_queue: str | None = None  # fine-tuning jobs queue URL (PostgreSQL); None: the workspace's SQLite file
     champion_check_s: float = 2.0  # how often registered names re-read their `champion` alias (serving/champion.py)
 
 
@@ -101,7 +102,8 @@ class ServingState:
         if self.settings.runs or now - self._last_scan < 1.0:
             return
         self._last_scan = now
-        for run in discover_runs(self.settings.workspace, known=frozenset(self.engine.runs)).values():
+        known = frozenset(run.path.name for run in self.engine.runs.values())  # folder names (jobs' runs: ft: ids)
+        for run in discover_runs(self.settings.workspace, known=known).values():
             self.engine.pool.add(run)
 
     def follow_champions(self) -> None:

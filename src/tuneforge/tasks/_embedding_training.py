@@ -54,8 +54,13 @@ def trainer_spec(params: Any) -> TrainerSpec:
             return losses.MatryoshkaLoss(model, inner, matryoshka_dims=sorted(params.matryoshka_dims, reverse=True))
         return inner
 
+    sampler: Any = BatchSamplers.NO_DUPLICATES
+    if params.data == "labels" and params.distinct_label_batches:
+        from tuneforge.tasks._embedding_batches import DistinctLabelBatchSampler
+
+        sampler = DistinctLabelBatchSampler  # no in-batch negative of the anchor's own label
     return TrainerSpec(base=EmbeddingTrainer, args_class=SentenceTransformerTrainingArguments,
-                       args_extra={"batch_sampler": BatchSamplers.NO_DUPLICATES, "prediction_loss_only": True},
+                       args_extra={"batch_sampler": sampler, "prediction_loss_only": True},
                        init_extra={"loss": loss})
 
 

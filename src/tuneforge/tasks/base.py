@@ -91,6 +91,8 @@ class Task(ABC):
     # \n), since collapsing them would rewrite reasoning lines and code into one line. Dedupe still compares
     # whitespace-normalised keys.
     preserves_whitespace: ClassVar[bool] = False
+    # Examples are free text whose label survives word edits (swap, delete, synonyms): `data.augment` applies.
+    augmentable: ClassVar[bool] = False
 
     def before_training(self, model: Any, tokenizer: Any, splits: dict[str, list[dict[str, Any]]], seed: int,
                         run_dir: Path) -> dict[str, Any]:

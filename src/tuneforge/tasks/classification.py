@@ -67,6 +67,7 @@ class Classification(Task):
     pipeline_tag: ClassVar[str | None] = "text-classification"
     min_labels: ClassVar[int] = 2
     supports_dry_run: ClassVar[bool] = True
+    augmentable: ClassVar[bool] = True
     comparison: ClassVar[Any] = Comparison(
         "tuneforge.evaluation.compare_classification:classification_entrants", "macro_f1", True)
     baseline_names: ClassVar[tuple[str, ...]] = ("linear_probe", "zero_shot")

@@ -23,11 +23,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from tuneforge.errors import ConfigError
+from tuneforge.evaluation.compare_types import Comparison
 from tuneforge.methods.base import HeadInfo
 from tuneforge.tasks.base import TASKS, EvalResult, RecordError, Task, TaskParams
 
 METHODS_SUPPORTED = ("full", "lora", "dora", "adapter")
-PAIR_SEED = 0  # which same-label text becomes an example's positive (labelled data); fixed so runs are comparable
 
 
 class EmbeddingParams(TaskParams):
@@ -45,6 +45,9 @@ class EmbeddingParams(TaskParams):
     scale: float = Field(20.0, gt=0, description="Inverse temperature of the ranking loss.")
     matryoshka_dims: list[int] | None = Field(None, description="Also train truncated vectors, e.g. [384, 128, 64].")
     hard_negatives: bool = Field(False, description="Mine one hard negative per training pair with the base model.")
+    distinct_label_batches: bool = Field(
+        True, description="data: labels: at most one pair per label in a batch, so no in-batch negative shares the "
+                          "anchor's label (a batch then holds at most as many pairs as there are labels).")
     hard_negative_margin: float = Field(0.05, ge=0, lt=1, description="A mined negative must score this much below "
                                                                       "the positive (guards against false negatives).")
 
@@ -91,6 +94,8 @@ class Embedding(Task):
     peft_task_type: ClassVar[str] = "FEATURE_EXTRACTION"
     pipeline_tag: ClassVar[str | None] = "sentence-similarity"
     baseline_names: ClassVar[tuple[str, ...]] = ("base_model",)
+    comparison: ClassVar[Any] = Comparison(
+        "tuneforge.evaluation.compare_embedding:embedding_entrants", "ndcg_at_10", True)
     training_metric: ClassVar[str | None] = "loss"  # the validation ranking loss
     loss_only_eval: ClassVar[bool] = True
     saves_whole_model: ClassVar[bool] = True
@@ -99,6 +104,7 @@ class Embedding(Task):
     def __init__(self, params: TaskParams) -> None:
         super().__init__(params)
         self.max_length: int | None = None  # data.max_length, set by check_config before the model is built
+        self.seed = 0  # training.seed (check_config): which same-label text becomes a labelled example's positive
 
     def check_config(self, cfg: Any) -> None:
         from importlib.util import find_spec
@@ -114,6 +120,7 @@ class Embedding(Task):
             raise ConfigError("matryoshka_dims needs positive sizes", key="task.matryoshka_dims",
                               fix="e.g. [384, 256, 128, 64], or leave it out")
         self.max_length = cfg.data.max_length
+        self.seed = cfg.training.seed
 
     # ---- data -------------------------------------------------------------------------------------------
     def parse(self, raw: dict[str, Any], columns: Any, known_labels: Sequence[str] | None) -> dict[str, Any]:
@@ -151,24 +158,38 @@ class Embedding(Task):
         lengths = [[len(ids) for ids in tokenizer([e[f] for e in examples])["input_ids"]] for f in fields]
         return [max(per) for per in zip(*lengths, strict=True)]
 
-    def training_rows(self, examples: list[dict[str, Any]]) -> list[dict[str, str]]:
-        """(anchor, positive[, negative]) rows; labelled texts are paired with another text of their label."""
+    def training_rows(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """(anchor, positive[, negative]) rows; labelled texts are paired with another text of their label, drawn
+        with training.seed. Labelled rows with distinct_label_batches also carry `label`: [anchor label id, hard
+        negative's label id or -1], which the batch sampler (tasks/_embedding_batches.py) keeps apart."""
         if self.params.data == "pairs":
             rows = [{k: e[k] for k in ("anchor", "positive", "negative") if k in e} for e in examples]
+            labels: list[str] = []
         else:
-            by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for e in examples:
-                by_label[e["label"]].append(e)
-            rng = random.Random(PAIR_SEED)
-            rows = []
-            for e in examples:
-                others = [o for o in by_label[e["label"]] if o is not e]
-                if others:  # a label seen once gives no pair
-                    row = {"anchor": e["anchor"], "positive": rng.choice(others)["anchor"]}
-                    rows.append({**row, "negative": e["negative"]} if "negative" in e else row)
+            rows, labels = self._labelled_pairs(examples)
         if not all("negative" in r for r in rows):  # one column set for all rows: negatives only if every row has one
             rows = [{"anchor": r["anchor"], "positive": r["positive"]} for r in rows]
+        if self.params.data == "labels" and self.params.distinct_label_batches:
+            label_id = {lab: i for i, lab in enumerate(sorted({e["label"] for e in examples}))}
+            label_of_text = {e["anchor"]: label_id[e["label"]] for e in examples}
+            for row, lab in zip(rows, labels, strict=True):
+                row["label"] = [label_id[lab], label_of_text.get(row.get("negative", ""), -1)]
         return rows
+
+    def _labelled_pairs(self, examples: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list[str]]:
+        """Each text with another text of its label (drawn with training.seed), and each pair's label."""
+        by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for e in examples:
+            by_label[e["label"]].append(e)
+        rng = random.Random(self.seed)
+        rows, labels = [], []
+        for e in examples:
+            others = [o for o in by_label[e["label"]] if o is not e]
+            if others:  # a label seen once gives no pair
+                row = {"anchor": e["anchor"], "positive": rng.choice(others)["anchor"]}
+                rows.append({**row, "negative": e["negative"]} if "negative" in e else row)
+                labels.append(e["label"])
+        return rows, labels
 
     # ---- model ------------------------------------------------------------------------------------------
     def build_model(self, model_path: str, labels: list[str], **load_kwargs: Any) -> Any:

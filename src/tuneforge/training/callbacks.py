@@ -176,3 +176,40 @@ class GracefulStop(TrainerCallback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+LIVE_METRICS = "logs/metrics.jsonl"
+
+
+class LiveMetricsLog(TrainerCallback):
+    """Appends every logged step (train loss, eval metrics) to the run folder's `logs/metrics.jsonl` as it happens,
+    so a dashboard can draw the curves of a run that is still training. One JSON object a line, flushed at once; a
+    resume appends again from its checkpoint's step, and readers keep the last value per step."""
+
+    def __init__(self, run_dir: Any) -> None:
+        from pathlib import Path
+
+        self.path = Path(run_dir) / LIVE_METRICS
+        self._started = False
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        import json
+        import time
+
+        from tuneforge.training.distributed import is_main
+
+        numbers = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float) and math.isfinite(v)}
+        if not numbers or not is_main():
+            return
+        line = json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(), **numbers})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a+b") as fh:
+                if fh.tell() and not self._started:  # a process killed mid-line: end its torn line first
+                    fh.seek(-1, 2)
+                    if fh.read(1) != b"\n":
+                        fh.write(b"\n")
+                self._started = True
+                fh.write(line.encode("utf-8") + b"\n")
+        except OSError:  # a live view is a convenience: a full disk must not stop the run here
+            pass

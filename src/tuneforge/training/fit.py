@@ -49,6 +49,7 @@ def fit(recipe: Any, built: Any, data: Any, *, console: Any, quiet: bool, resume
         callbacks: list[Any] | None = None) -> Fitted:
     from tuneforge.registry.run_folder import set_status
     from tuneforge.training.builder import trainer_parts
+    from tuneforge.training.callbacks import LiveMetricsLog
     from tuneforge.training.refit import refit, snapshot_trainable
     from tuneforge.training.trainer import build_trainer
 
@@ -62,7 +63,8 @@ def fit(recipe: Any, built: Any, data: Any, *, console: Any, quiet: bool, resume
                                            task.compute_metrics(labels), recipe.metric, run_dir / "checkpoints",
                                            console, quiet, weights, loss_only=task.loss_only_eval,
                                            trainer_options=task.trainer_options(), spec=spec,
-                                           extra_callbacks=[*(callbacks or []), _mark_training(run_dir)])
+                                           extra_callbacks=[*(callbacks or []), _mark_training(run_dir),
+                                                            LiveMetricsLog(run_dir)])
     initial = snapshot_trainable(built.model) if cfg.training.refit else None
     start = time.perf_counter()
     try:
