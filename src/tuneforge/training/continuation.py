@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuneforge.config import RunConfig
+from tuneforge.config_parent import with_parent_run  # noqa: F401 - the config-time half, importable from here too
 from tuneforge.errors import ConfigError, RunError
 
 KEY = "model.from_run"
