@@ -112,7 +112,10 @@ def main() -> None:
                    f"old test: {args.test_per_intent} per intent of test.csv.\n\n"
                    + markdown_table(rows, columns) + "\n\nReasons (retrain):\n\n"
                    + "".join(f"- {r}\n" for r in good.decision.reasons) + "\nReasons (planted):\n\n"
-                   + "".join(f"- {r}\n" for r in worse.decision.reasons) + "\nReplay counts (retrain): "
+                   + "".join(f"- {r}\n" for r in worse.decision.reasons)
+                   + "\nThe planted model's new test split carries the shuffled labels too, so both models score near "
+                     "chance there; the old test set is what refuses it. Replay is capped at the champion's whole "
+                     "training split.\n\nReplay counts (retrain): "
                    + json.dumps(good.counts) + "\n", encoding="utf-8")
     print(f"wrote {doc}")
 

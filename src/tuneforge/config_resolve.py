@@ -14,7 +14,7 @@ def resolve_config(config: RunConfig | str | Path, overrides: list[str] | None =
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
     cfg = with_absolute_paths(cfg)
     if cfg.model.from_run:  # the parent run decides the base model and the labels (its head)
-        from tuneforge.training.continuation import with_parent_run
+        from tuneforge.config_parent import with_parent_run
 
         cfg = with_parent_run(cfg)
     return cfg

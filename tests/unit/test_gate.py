@@ -59,6 +59,12 @@ def test_gate_thresholds_decide_small_drops_and_missing_gains(tmp_path: Path) ->
     path = strict.write(tmp_path)
     saved = json.loads(path.read_text())
     assert saved["passed"] is False and saved["thresholds"]["max_regression"] == 0.01 and len(saved["table"]) == 2
+    # non-inferiority is stricter: the interval must rule a drop beyond 0.01 out, which 200 examples cannot here
+    assert not decide({"old_test": pair, "new_test": same_new},
+                      GateThresholds(require_gain=False, regression_test="non_inferiority")).passed
+    same = PairedPredictions(old, champion, champion)
+    assert decide({"old_test": same, "new_test": same_new},
+                  GateThresholds(require_gain=False, regression_test="non_inferiority")).passed
     with pytest.raises(GateError, match="metric"):
         GateThresholds(metric="bleu")
     with pytest.raises(GateError):

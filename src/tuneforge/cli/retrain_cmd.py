@@ -35,13 +35,16 @@ def retrain(model: Annotated[str, typer.Argument(help="Registered model name (it
             alpha: Annotated[float, typer.Option(help="Significance level of the paired tests.")] = 0.05,
             require_gain: Annotated[bool, typer.Option(help="Fail without a significant gain on the new "
                                                             "data.")] = True,
+            regression_test: Annotated[str, typer.Option(help="significance (a drop must be significant to fail) "
+                                                              "or non_inferiority (the CI must rule the drop "
+                                                              "out).")] = "significance",
             quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or data tables.")] = False) -> None:
     """Retrain the deployed model on new data plus replay; gate it (exit 0 passed, 1 refused, 2 bad input)."""
     from tuneforge.monitoring.gate import GateThresholds
     from tuneforge.monitoring.retrain import retrain as run_retrain
 
     thresholds = GateThresholds(metric=metric, max_regression=max_regression, min_gain=min_gain, alpha=alpha,
-                                require_gain=require_gain)
+                                require_gain=require_gain, regression_test=regression_test)
     result = run_retrain(model, data, replay=replay, workspace=workspace, from_base=from_base, name=name,
                          overrides=list(overrides or []), thresholds=thresholds, quiet=quiet, console=console)
     table = Table(title=f"gate: {result.run_dir.name} vs {result.parent.name}")
@@ -96,7 +99,7 @@ def print_history(model: str, workspace: Path) -> None:
 
     table = Table(title=f"{model}: alias history")
     for column in ("at (UTC)", "alias", "from", "to", "action", "by", "reason"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column == "at (UTC)")  # wrapped, never cut short
     for e in ra.history(model, workspace=workspace):
         table.add_row(e.at, e.alias, str(e.from_version or "-"), str(e.to_version or "-"),
                       e.action + (" (forced)" if e.forced else ""), e.by, e.reason)

@@ -38,6 +38,10 @@ class GateThresholds:
     min_gain: float = 0.0  # the gain on the new test split must exceed this
     alpha: float = 0.05
     require_gain: bool = True
+    # significance: a drop beyond max_regression fails only when the paired test finds it significant (the issue's
+    # rule; lenient on small test sets). non_inferiority: the lower end of the paired bootstrap interval of
+    # (candidate - champion) must stay above -max_regression (strict: an underpowered test set fails).
+    regression_test: str = "significance"
     permutations: int = 2000
     seed: int = 0
 
@@ -46,6 +50,9 @@ class GateThresholds:
             raise GateError(f"the gate cannot use metric {self.metric!r}", fix="use accuracy, macro_f1 or weighted_f1")
         if not 0 < self.alpha < 1:
             raise GateError(f"alpha must be between 0 and 1, got {self.alpha}", fix="e.g. --alpha 0.05")
+        if self.regression_test not in ("significance", "non_inferiority"):
+            raise GateError(f"unknown regression test {self.regression_test!r}",
+                            fix="use significance or non_inferiority")
         if self.max_regression < 0:
             raise GateError(f"max_regression must be >= 0, got {self.max_regression}", fix="e.g. 0.01")
 
@@ -90,7 +97,21 @@ def compare_set(name: str, pair: PairedPredictions, t: GateThresholds) -> dict[s
     return {"set": name, "examples": len(refs), "metric": t.metric,
             "champion": round(ci_b.point, 4), "champion_ci": [round(ci_b.low, 4), round(ci_b.high, 4)],
             "candidate": round(ci_a.point, 4), "candidate_ci": [round(ci_a.low, 4), round(ci_a.high, 4)],
-            "difference": round(test.difference, 4), "p_value": round(test.p_value, 4)}
+            "difference": round(test.difference, 4), "p_value": round(test.p_value, 4),
+            "difference_low": round(paired_lower_bound(refs, a, b, fn, t.alpha, t.seed), 4)}
+
+
+def paired_lower_bound(refs: np.ndarray, a: np.ndarray, b: np.ndarray, fn: Any, alpha: float, seed: int,
+                       samples: int = 1000) -> float:
+    """One-sided (1 - alpha) lower bound of fn(a) - fn(b), resampling the same examples for both models."""
+    if len(refs) < 2:
+        return fn(refs, a) - fn(refs, b)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(samples)
+    for i in range(samples):
+        idx = rng.integers(0, len(refs), len(refs))
+        diffs[i] = fn(refs[idx], a[idx]) - fn(refs[idx], b[idx])
+    return float(min(np.quantile(diffs, alpha), fn(refs, a) - fn(refs, b)))
 
 
 def decide(sets: dict[str, PairedPredictions], thresholds: GateThresholds | None = None) -> GateDecision:
@@ -106,15 +127,10 @@ def decide(sets: dict[str, PairedPredictions], thresholds: GateThresholds | None
     if old is None:
         passed, reasons = False, [f"{OLD}: empty, so forgetting cannot be measured"]
     else:
-        drop, p = -old["difference"], old["p_value"]
-        if drop > t.max_regression and p < t.alpha:
-            passed = False
-            reasons.append(f"{OLD}: {t.metric} fell {old['champion']:.4f} -> {old['candidate']:.4f} (-{drop:.4f}), "
-                           f"a significant regression (p={p:.4f} < {t.alpha}) beyond the {t.max_regression} allowed")
-        else:
-            why = "within the allowed" if drop <= t.max_regression else f"not significant (p={p:.4f}) beyond the"
-            reasons.append(f"{OLD}: {t.metric} {old['champion']:.4f} -> {old['candidate']:.4f} "
-                           f"({old['difference']:+.4f}), {why} {t.max_regression} regression")
+        ok, why = _no_regression(old, t)
+        passed = passed and ok
+        reasons.append(f"{OLD}: {t.metric} {old['champion']:.4f} -> {old['candidate']:.4f} "
+                       f"({old['difference']:+.4f}), {why}")
     new = rows.get(NEW)
     if new is None:
         passed = passed and not t.require_gain
@@ -129,3 +145,20 @@ def decide(sets: dict[str, PairedPredictions], thresholds: GateThresholds | None
         if t.require_gain and not shown:
             passed = False
     return GateDecision(passed, reasons, table, asdict(t))
+
+
+def _no_regression(row: dict[str, Any], t: GateThresholds) -> tuple[bool, str]:
+    """Whether the old test set shows no regression beyond the threshold, and why, in words."""
+    drop, p = -row["difference"], row["p_value"]
+    if t.regression_test == "non_inferiority":
+        low = row["difference_low"]
+        if low < -t.max_regression:
+            return False, (f"not shown non-inferior: the {1 - t.alpha:.0%} lower bound of the difference is "
+                           f"{low:+.4f}, below -{t.max_regression}")
+        return True, f"non-inferior: the {1 - t.alpha:.0%} lower bound {low:+.4f} is above -{t.max_regression}"
+    if drop > t.max_regression and p < t.alpha:
+        return False, f"a significant regression (p={p:.4f} < {t.alpha}) beyond the {t.max_regression} allowed"
+    if drop > t.max_regression:
+        return True, (f"a drop beyond the {t.max_regression} allowed but not significant (p={p:.4f} >= {t.alpha}; "
+                      "--regression-test non_inferiority refuses such drops)")
+    return True, f"within the {t.max_regression} regression allowed"

@@ -91,7 +91,7 @@ async def list_models(request: Request) -> ModelList:
                            else 0, task=runs[target].task.name)  # registered names following `champion`
                  for name, target in state.engine.pool.aliases.items() if name not in runs]
     return ModelList(data=[*cards, *champions, ModelCard(id=DEFAULT_MODEL, created=0, task="embedding"),
-                           *_base_model_cards(state, set(runs))])
+                           *_base_model_cards(state, set(runs) | set(state.engine.pool.aliases))])
 
 
 def _base_model_cards(state: ServingState, taken: set[str]) -> list[ModelCard]:
