@@ -141,7 +141,7 @@ class TrainingConfig(Strict):
     batch_tokens: int | None = Field(
         None, ge=1, description="Tasks that pack rows (sft with task.packing): tokens per micro-batch instead of a "
                                 "row count; batch_size becomes batch_tokens // data.max_length packed rows (at least "
-                                "1). Unset, with batch_size unset too, such tasks default to 4096 tokens.")
+                                "1). Unset, with batch_size unset too, such tasks default to 2048 tokens.")
     eval_batch_size: int = Field(128, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     epochs: float = Field(3.0, gt=0)
@@ -258,7 +258,7 @@ TaskConfig = _plugin_union(TASKS)
 MethodConfig = _plugin_union(METHODS)
 
 
-PACKED_BATCH_TOKENS = 4096  # sft's default micro-batch: see docs/bench/sft_time_to_quality.md
+PACKED_BATCH_TOKENS = 2048  # sft's default micro-batch: see docs/bench/sft_time_to_quality.md
 
 
 class RunConfig(Strict):
