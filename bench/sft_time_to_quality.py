@@ -123,7 +123,7 @@ def run_trl(model_dir: str, train: list[dict[str, Any]], test: list[dict[str, An
             "answer loss": _answer_loss(task, model, tokenizer, test, max_length)}
 
 
-def run_tuneforge(name: str, model_dir: str, work: Any, n_test: int, max_length: int) -> dict[str, Any]:
+def run_tuneforge(name: str, model_dir: str, work: Any, test: list[dict[str, Any]], max_length: int) -> dict[str, Any]:
     import tuneforge
     from tuneforge.config import parse_config
     from tuneforge.registry.loaded_run import load_run
@@ -144,7 +144,6 @@ def run_tuneforge(name: str, model_dir: str, work: Any, n_test: int, max_length:
     info, timing = result.train_info, TRAIN_CALLS[-1]
     run = load_run(cfg.run_dir)
     task = _sft_task(max_length)
-    test = _examples(task, _pairs(str(work / "test_src.jsonl"), n_test))
     t = cfg.training
     per_step = (f"{t.batch_tokens} tokens" if t.batch_tokens else f"{t.batch_size} packed rows")
     return {"row": f"tuneforge {name}", "lr": t.learning_rate or "method default", "per step": per_step,
@@ -182,23 +181,22 @@ def main() -> None:
     test_pairs = _pairs(str(data / "test.jsonl"), args.test_rows)
     for name, pairs in (("train", train_pairs), ("test", test_pairs)):
         (work / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    shutil.copy(work / "test.jsonl", work / "test_src.jsonl")
     # A small validation file of its own, so tuneforge trains on all the rows TRL gets (no split carved off) and its
     # one end-of-epoch evaluation costs little; the test questions after it are not used for training either.
     val = _pairs(str(data / "test.jsonl"), args.test_rows + 16)[args.test_rows:]
     (work / "validation.jsonl").write_text("".join(json.dumps(p) + "\n" for p in val))
     task = _sft_task(args.max_length)
-    rows: list[dict[str, Any]] = []
-    previous = RESULTS / "sft_time_to_quality.json"
-    if args.skip_trl and previous.is_file():
-        rows.append(next(r for r in json.loads(previous.read_text())["rows"] if r["row"].startswith("plain TRL")))
+    test = _examples(task, test_pairs)
+    trl_file = work / f"trl_row_{args.train_rows}_{args.test_rows}.json"  # kept: the TRL row is the slow one
+    if args.skip_trl and trl_file.is_file():
+        rows = [json.loads(trl_file.read_text())]
     else:
-        started = time.perf_counter()
-        rows.append(run_trl(model_dir, _examples(task, train_pairs), _examples(task, test_pairs), args.max_length,
-                            work))
-        print(f"TRL row took {time.perf_counter() - started:.0f} s")
+        rows = [run_trl(model_dir, _examples(task, train_pairs), test, args.max_length, work)]
+        trl_file.write_text(json.dumps(rows[0]))
+    print(rows[0])
     for name in args.rows.split(","):
-        rows.append(run_tuneforge(name, model_dir, work, args.test_rows, args.max_length))
+        rows.append(run_tuneforge(name, model_dir, work, test, args.max_length))
+        print(rows[-1])
     trl = rows[0]
     for r in rows:
         r["CPU time vs TRL"] = r["train CPU s"] / trl["train CPU s"]
