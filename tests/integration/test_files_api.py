@@ -69,7 +69,7 @@ def test_dpo_file_processed_and_loaded_as_preference_rows(server: Server, tmp_pa
     cfg = parse_config(base_config(tmp_path / "model", path, tmp_path / "runs", task={"name": "preference"}))
     task = TASKS.get("preference")(cfg.task)
     rows = load_examples([str(path)], cfg, task, {})
-    assert [{k: v for k, v in r.items() if k != "_src"} for r in rows] == [
+    assert [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows] == [  # _src, _rid: bookkeeping
         {"prompt": [{"role": "user", "content": "Say hi"}], "chosen": "Hello! How can I help?",
          "rejected": "What."}] * 2
 
