@@ -116,6 +116,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of every fine-tuned row's config, e.g. training.epochs=3 (YAML value)")
     parser.add_argument("--render", action="store_true", help="rewrite the doc from bench/results only")
+    parser.add_argument("--compare", action="store_true",
+                        help="also `tuneforge compare` the base encoder against the tuned runs (RAG/kNN rows); "
+                             "its report.md goes to docs/bench/embed_banking77_compare.md")
     args = parser.parse_args()
     if args.render:
         import json
@@ -148,10 +151,12 @@ def main() -> None:
 
     rows = [{"model": "base all-MiniLM-L6-v2", **scores(base_embed(queries), base_embed(corpus), query_labels,
                                                       corpus_labels), "reference Spearman": reference(base_embed)}]
+    run_dirs, cfg = [], None
     for method in [m for m in args.methods.split(",") if m]:
         start = time.perf_counter()
         cfg = with_overrides(config(method, train, test, work, METHODS[method]), args.set)
         result = tuneforge.train(parse_config(cfg), quiet=True)
+        run_dirs.append(str(result.run_dir))
         seconds = time.perf_counter() - start
         run = load_run(result.run_dir)
         row = scores(run.embed(queries), run.embed(corpus), query_labels, corpus_labels)
@@ -166,6 +171,19 @@ def main() -> None:
     save(args.name, rows, meta)
     if args.name == "embed_banking77":
         write_doc(rows, meta)
+    if args.compare and cfg is not None:
+        from tuneforge.evaluation.compare import compare
+
+        compared = compare(parse_config(cfg), runs=run_dirs, out_dir=work / "compare")
+        folder, docs = Path(compared.out_dir), ROOT / "docs" / "bench"
+        text = (folder / "report.md").read_text()
+        for figure in ("comparison.png", "score_vs_latency.png"):  # the report's figures, beside the page
+            if (folder / figure).is_file():
+                shutil.copy(folder / figure, docs / f"embed_banking77_compare_{figure}")
+                text = text.replace(f"]({figure})", f"](embed_banking77_compare_{figure})")
+        (docs / "embed_banking77_compare.md").write_text(
+            f"<!-- written by `python bench/embed_banking77.py --methods full --compare` on {machine()} -->\n\n"
+            + text)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
