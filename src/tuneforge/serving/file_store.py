@@ -13,10 +13,8 @@ SQLite connection, and bytes are written to a temp file and renamed before their
 
 from __future__ import annotations
 
-import os
 import secrets
 import sqlite3
-import tempfile
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from pathlib import Path
 from tuneforge.data.sources import known_extensions
 from tuneforge.data.validate import check_file
 from tuneforge.errors import TuneforgeError
+from tuneforge.registry.files import write_bytes
 from tuneforge.serving.protocol_files import PURPOSES, FileObject
 
 FILES_DIR = Path(".tuneforge") / "files"
@@ -126,19 +125,7 @@ class FileStore:
         return obj
 
     def _write(self, stored_name: str, data: bytes) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / stored_name
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".upload-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_bytes(self.root / stored_name, data)  # atomic: a kill never leaves half an upload
 
     def delete(self, file_id: str) -> None:
         with self._db() as conn:
