@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tuneforge.serving.jobs_queue import JobQueue, JobRecord, JobStateError, local_worker_alive
+from tuneforge.serving.jobs_queue import JobQueue, JobRecord, JobStateError
+from tuneforge.serving.process_guard import local_worker_alive
 
 
 def _job(i: int, created: float | None = None) -> JobRecord:

@@ -149,7 +149,7 @@ def _exit_with(worker_pid: int) -> None:
     import threading
     import time
 
-    from tuneforge.serving.jobs_queue import pid_alive
+    from tuneforge.serving.process_guard import pid_alive
 
     def watch() -> None:
         while pid_alive(worker_pid):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -112,11 +111,6 @@ def default_queue(workspace: str | Path) -> Path:
 
 def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
-
-
-def worker_id() -> str:
-    """host:pid:random: the host and pid let a worker on the same machine see that a claim's owner is dead."""
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
 class _Exec:
@@ -392,30 +386,3 @@ def _job(row: dict[str, Any]) -> JobRecord:
     fields["request"] = json.loads(fields["request"])
     fields["error"] = json.loads(fields["error"]) if fields["error"] else None
     return JobRecord(**fields)
-
-
-def local_worker_alive(worker: str) -> bool:
-    """False only when `worker` ran on this machine and its process is gone (a worker elsewhere: unknown, True)."""
-    host, _, rest = worker.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    return pid_alive(int(pid))
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process of this machine runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _not_a_zombie(pid)
-
-
-def _not_a_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True

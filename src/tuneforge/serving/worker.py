@@ -20,8 +20,8 @@ from typing import Any
 from tuneforge.errors import TuneforgeError
 from tuneforge.registry.files import read_json, write_json, write_text
 from tuneforge.serving.job_config import JOB_RECORD, JobInputError, build_config
-from tuneforge.serving.jobs_queue import LEASE_S, JobQueue, JobRecord, local_worker_alive, worker_id
-from tuneforge.serving.process_guard import die_with_parent
+from tuneforge.serving.jobs_queue import LEASE_S, JobQueue, JobRecord
+from tuneforge.serving.process_guard import die_with_parent, local_worker_alive, worker_id
 
 log = logging.getLogger("tuneforge.worker")
 
