@@ -58,6 +58,18 @@ def record_hash(text: str) -> str:
     return hashlib.sha256(dedupe_key(text).encode("utf-8")).hexdigest()[:32]
 
 
+def _first_of_each(examples: list[Example], key: Callable[[Example], Any]) -> list[Example]:
+    """The examples in order, each key's first one only."""
+    seen: set[Any] = set()
+    kept = []
+    for ex in examples:
+        k = key(ex)
+        if k not in seen:
+            seen.add(k)
+            kept.append(ex)
+    return kept
+
+
 def clean_examples(examples: list[Example], task: Task, cfg: CleanConfig,
                    token_lengths: Callable[[list[Example]], list[int]] | None) -> tuple[list[Example], dict[str, Any]]:
     """Run the cleaning steps in order; returns kept examples and a report of what each step removed."""
@@ -74,13 +86,7 @@ def clean_examples(examples: list[Example], task: Task, cfg: CleanConfig,
     steps["empty_after_normalisation"] = before - len(out)
 
     if cfg.dedupe != "none":
-        seen: set[tuple[str, str]] = set()
-        kept = []
-        for ex in out:
-            key = _exact_key(task, ex)
-            if key not in seen:
-                seen.add(key)
-                kept.append(ex)
+        kept = _first_of_each(out, lambda ex: _exact_key(task, ex))
         steps["exact_duplicates"] = len(out) - len(kept)
         out = kept
 
@@ -95,13 +101,7 @@ def clean_examples(examples: list[Example], task: Task, cfg: CleanConfig,
         steps["conflict_examples"] = [f"{ex['_src']}: {task.text_of(ex)[:80]!r}" for ex in dropped[:10]]
 
     if cfg.dedupe == "normalized":
-        seen_norm: set[str] = set()
-        kept = []
-        for ex in out:
-            key = dedupe_key(task.text_of(ex))
-            if key not in seen_norm:
-                seen_norm.add(key)
-                kept.append(ex)
+        kept = _first_of_each(out, lambda ex: dedupe_key(task.text_of(ex)))
         steps["normalized_duplicates"] = len(out) - len(kept)
         out = kept
 

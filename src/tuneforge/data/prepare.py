@@ -100,6 +100,30 @@ def _clean_all(raw: dict[str, list[Example]], cfg: RunConfig, task: Task, tokeni
     return cleaning, warnings
 
 
+def _split(raw: dict[str, list[Example]], cfg: RunConfig, task: Task, seed: int) -> dict[str, list[Example]]:
+    """The given files where there are some; the validation/test splits the user did not give, carved out of train
+    (stratified, at the configured ratios renormalised over the missing splits)."""
+    data = cfg.data
+    splits = {"train": raw["train"], "validation": raw["validation"], "test": raw["test"]}
+    missing = [name for name in ("validation", "test") if not raw[name]]
+    if missing:
+        ratios = {"train": data.split.train, "validation": data.split.validation, "test": data.split.test}
+        for name in ("validation", "test"):
+            if name not in missing:
+                ratios[name] = 0.0
+        total = sum(ratios.values())
+        parts = stratified_split(raw["train"], task, (ratios["train"] / total, ratios["validation"] / total,
+                                                       ratios["test"] / total), seed, data.split.stratify)
+        splits["train"] = parts["train"]
+        for name in missing:
+            splits[name] = parts[name]
+    for name in ("validation", "test"):
+        if not splits[name]:
+            raise DataError(f"the {name} split is empty", file=_paths(data.train)[0],
+                            fix=f"give data.{name}, or raise data.split.{name} / add more data")
+    return splits
+
+
 def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
     data = cfg.data
     sources: dict[str, Any] = {}
@@ -115,23 +139,7 @@ def prepare_data(cfg: RunConfig, task: Task, tokenizer: Any) -> PreparedData:
                         fix="check the data.clean settings (length filters, dedupe) or the data itself")
 
     split_seed = data.split.seed if data.split.seed is not None else cfg.training.seed
-    splits = {"train": raw["train"], "validation": raw["validation"], "test": raw["test"]}
-    missing = [name for name in ("validation", "test") if not raw[name]]
-    if missing:
-        ratios = {"train": data.split.train, "validation": data.split.validation, "test": data.split.test}
-        for name in ("validation", "test"):
-            if name not in missing:
-                ratios[name] = 0.0
-        total = sum(ratios.values())
-        parts = stratified_split(raw["train"], task, (ratios["train"] / total, ratios["validation"] / total,
-                                                       ratios["test"] / total), split_seed, data.split.stratify)
-        splits["train"] = parts["train"]
-        for name in missing:
-            splits[name] = parts[name]
-    for name in ("validation", "test"):
-        if not splits[name]:
-            raise DataError(f"the {name} split is empty", file=_paths(data.train)[0],
-                            fix=f"give data.{name}, or raise data.split.{name} / add more data")
+    splits = _split(raw, cfg, task, split_seed)
 
     leakage = find_leakage(splits, task)
     if data.clean.remove_leakage and any(leakage.values()):
